@@ -1,0 +1,31 @@
+"""Load whatever a discovered series is: MR stack, ultrasound object, screenshot, image or label file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core import Volume
+from ._discover import SeriesInfo
+from ._files import FileKind
+
+
+def load_series(info: SeriesInfo, *, pixel_spacing_mm: float | None = None):  # -> Volume | UltrasoundImage
+    """Load a series found by ``discover``. Ultrasound screenshots need ``pixel_spacing_mm``."""
+    kind = FileKind(info.kind)
+    first = Path(info.files[0])
+    if kind in (FileKind.PNG, FileKind.JPEG):
+        from ._us_screenshot import read_ultrasound_screenshot
+
+        return read_ultrasound_screenshot(first, pixel_spacing_mm=pixel_spacing_mm)
+    if kind in (FileKind.NIFTI, FileKind.NRRD, FileKind.METAIMAGE):
+        from ._images import read_image
+
+        return read_image(first)
+    if info.modality == "US":
+        from ._dicom_us import read_ultrasound_dicom
+
+        return read_ultrasound_dicom(first)
+    from ._dicom_mr import load_mr_stack
+
+    vol: Volume = load_mr_stack(info.files)
+    return vol
