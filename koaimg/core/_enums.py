@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class KneeSide(str, Enum):
+class KneeSide(StrEnum):
     """Which knee a scan shows. ``UNKNOWN`` is a state to resolve, never something to measure regions on."""
 
     RIGHT = "right"
@@ -23,7 +23,7 @@ class KneeSide(str, Enum):
         return None
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     """Imaging modality of a volume or frame set."""
 
     MR = "MR"
@@ -38,7 +38,7 @@ class Modality(str, Enum):
         return cls.OTHER if isinstance(value, str) else None
 
 
-class Plane(str, Enum):
+class Plane(StrEnum):
     """Anatomical plane of a 2D stack, from its slice normal."""
 
     SAGITTAL = "sagittal"

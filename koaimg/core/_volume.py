@@ -118,9 +118,20 @@ class Volume:
         return axis_codes(self._affine)
 
     @property
+    def slice_axis(self) -> int:
+        """int: the through-plane voxel axis: the one with clearly the largest spacing, else k (axis 2).
+
+        DICOM-derived volumes always stack slices along k; NIfTI files from other tools may stack along i.
+        """
+        sp = self.spacing
+        widest = int(np.argmax(sp))
+        others = np.delete(sp, widest)
+        return widest if sp[widest] > 1.1 * others.max() else 2
+
+    @property
     def plane(self) -> Plane:
-        """Plane: plane of the k-axis slices (the acquisition stack for DICOM-derived volumes)."""
-        return plane_of_normal(self.direction[:, 2])
+        """Plane: anatomical plane of the slices (perpendicular to ``slice_axis``)."""
+        return plane_of_normal(self.direction[:, self.slice_axis])
 
     @property
     def voxel_volume_mm3(self) -> float:

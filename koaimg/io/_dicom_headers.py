@@ -133,7 +133,7 @@ def read_header(path: str | Path) -> InstanceHeader:
             ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
         except Exception:
             ds = None
-        if ds is None or "SOPClassUID" not in ds and "Modality" not in ds:
+        if ds is None or ("SOPClassUID" not in ds and "Modality" not in ds):
             raise UnreadableFileError("not a DICOM file (no DICM marker and no DICOM header)", path=p,
                                       hint="remove it from the scan folder or convert it") from None
     except (EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

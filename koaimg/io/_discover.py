@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from ..core import KneeSide, KoaimgError, Plane, decide_side, plane_of_normal, side_from_text
 from ._dicom_headers import InstanceHeader, pseudonym, read_header
 from ._files import FileKind, sniff
@@ -265,11 +264,12 @@ def _file_series(path: Path, kind: FileKind) -> SeriesInfo:
 
     vol = read_image(path)
     is_labels = looks_like_labels(vol.array)
-    sp = vol.spacing
+    sp, shape, axis = vol.spacing, vol.spatial_shape, vol.slice_axis
+    inplane = [a for a in range(3) if a != axis]
     return SeriesInfo(**common, modality="SEG" if is_labels else "MR", plane=vol.plane.value,
-                      matrix=(vol.spatial_shape[0], vol.spatial_shape[1]), n_slices=vol.spatial_shape[2],
-                      n_frames=1, pixel_spacing_mm=(round(float(sp[0]), 5), round(float(sp[1]), 5)),
-                      slice_spacing_mm=round(float(sp[2]), 5), role=ROLE_LABELS if is_labels else ROLE_IMAGE)
+                      matrix=(shape[inplane[0]], shape[inplane[1]]), n_slices=shape[axis], n_frames=1,
+                      pixel_spacing_mm=(round(float(sp[inplane[0]]), 5), round(float(sp[inplane[1]]), 5)),
+                      slice_spacing_mm=round(float(sp[axis]), 5), role=ROLE_LABELS if is_labels else ROLE_IMAGE)
 
 
 def _as_unreadable(path: Path, exc: Exception) -> KoaimgError:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class FileKind(str, Enum):
+class FileKind(StrEnum):
     """File formats koaimg reads (and the ones it knowingly ignores)."""
 
     DICOM = "dicom"
@@ -23,8 +23,8 @@ class FileKind(str, Enum):
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".tsv", ".html", ".htm", ".xml", ".pdf", ".py", ".zip", ".gz",
                     ".log", ".yaml", ".yml", ".sqlite", ".db", ".raw", ".zraw", ".ini", ".cfg", ".sh", ".bat", ".exe",
                     ".parquet", ".js", ".css"}
-IGNORED_NAMES = {"sha256sums", "md5sums", "readme", "license", "licence", "notice", "lockfile", "version", "autorun.inf",
-                 "thumbs.db", ".ds_store"}
+IGNORED_NAMES = {"sha256sums", "md5sums", "readme", "license", "licence", "notice", "lockfile", "version",
+                 "autorun.inf", "thumbs.db", ".ds_store"}
 
 
 def _suffixes(path: Path) -> str:

@@ -12,14 +12,18 @@ import SimpleITK as sitk
 
 from ..core import (
     GeometryError,
+    KneeSide,
     LabelPreset,
     LabelSchemaError,
     LabelVolume,
     Modality,
+    Structure,
     UnreadableFileError,
     Volume,
     VolumeMeta,
     apply_preset,
+    decide_side,
+    side_from_anatomy,
     side_from_text,
 )
 from ._atomic import atomic_path
@@ -78,7 +82,24 @@ def read_labels(path: str | Path, *, preset: LabelPreset | str = "koaimg",
         labels = apply_preset(raw.array, preset, names=label_names)
     except LabelSchemaError as exc:
         raise LabelSchemaError(exc.problem, path=p, hint=exc.hint) from None
-    return LabelVolume(labels, raw.affine, raw.meta)
+    result = LabelVolume(labels, raw.affine, raw.meta)
+    return result.with_meta(**_side_with_anatomy(result))
+
+
+def _side_with_anatomy(labels: LabelVolume) -> dict[str, object]:
+    """Add the anatomical side (fibula is lateral) to the file-name evidence; a disagreement is reported."""
+    fibula, tibia = labels.mask(Structure.FIBULA), labels.mask(Structure.TIBIA)
+    if not fibula.any() or not tibia.any():
+        return {}
+    centroids = [labels.index_to_world(np.argwhere(m).mean(axis=0, keepdims=True))[0] for m in (fibula, tibia)]
+    anatomy = side_from_anatomy(centroids[0], centroids[1])
+    decision = decide_side([(labels.meta.side_source, labels.meta.side), ("anatomy (fibula)", anatomy)])
+    source = decision.source
+    if decision.conflicting:
+        source = f"{source} (CONFLICT: {'; '.join(decision.conflicts)})"
+    elif decision.side != KneeSide.UNKNOWN and anatomy == decision.side and decision.source != "anatomy (fibula)":
+        source = f"{source}, confirmed by anatomy (fibula)"
+    return {"side": decision.side, "side_source": source}
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:

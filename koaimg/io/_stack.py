@@ -53,7 +53,8 @@ def check_stack(headers: Sequence[InstanceHeader]) -> StackGeometry:
     orients = np.array([h.orientation for h in headers], dtype=float)
     ref = orients[0]
     row, col = ref[:3], ref[3:]
-    if abs(float(np.dot(row, col))) > 1e-3 or abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3:
+    unit = abs(np.linalg.norm(row) - 1) <= 1e-3 and abs(np.linalg.norm(col) - 1) <= 1e-3
+    if abs(float(np.dot(row, col))) > 1e-3 or not unit:
         raise MissingGeometryError(f"ImageOrientationPatient {ref.tolist()} is not two orthonormal vectors",
                                    path=first.parent, hint="the header is corrupted; re-export the series")
     deviating = np.flatnonzero(np.max(np.abs(orients - ref), axis=1) > ORIENTATION_TOL)

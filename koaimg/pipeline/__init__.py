@@ -1,0 +1,6 @@
+"""Stage functions the CLI calls: inspect a folder, describe the environment (batch stages arrive with later work)."""
+
+from ..io import DiscoveryReport, discover
+from ._environment import environment_report
+
+__all__ = ["DiscoveryReport", "discover", "environment_report"]
