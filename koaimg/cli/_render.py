@@ -19,7 +19,7 @@ def render_discovery(report: DiscoveryReport) -> None:
     studies = report.studies
     console.print(f"[bold]{report.root}[/bold]: {len(report.series)} series in {len(studies)} "
                   f"stud{'y' if len(studies) == 1 else 'ies'}, {len(report.all_problems)} problem(s), "
-                  f"{report.ignored} non-image file(s) ignored")
+                  f"{len(report.skipped)} non-image DICOM object(s) skipped, {report.ignored} other file(s) ignored")
     for study, series in studies.items():
         table = Table(title=f"study {study} (subject {series[0].subject or '-'})", title_justify="left")
         for col in ("series", "mod", "plane", "matrix", "slices/frames", "spacing", "TE ms", "side (source)", "role",

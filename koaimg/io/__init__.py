@@ -12,7 +12,7 @@ from ._dicom_write import MRSeriesTags, write_dicom_series
 from ._discover import DiscoveryReport, FileProblem, SeriesInfo, discover, summarise_spacing
 from ._files import FileKind, sniff
 from ._images import read_image, read_labels, write_volume
-from ._load import load_series
+from ._load import load_dicom_file, load_series
 
 __all__ = [
     "DiscoveryReport",
@@ -29,6 +29,7 @@ __all__ = [
     "ensure_decodable",
     "from_nibabel",
     "from_simpleitk",
+    "load_dicom_file",
     "load_mr_stack",
     "load_series",
     "pseudonym",

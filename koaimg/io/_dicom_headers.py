@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..core import UnreadableFileError, UnsupportedObjectError
+from ..core import KoaimgError, UnreadableFileError, UnsupportedObjectError
 
 #: SOP classes that never hold an image koaimg can measure (SR, presentation states, key objects, raw data...)
 _NON_IMAGE_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.9.",
@@ -122,8 +123,18 @@ def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
 
 
 def read_header(path: str | Path) -> InstanceHeader:
-    """Read one DICOM file's header; raise ``UnreadableFileError`` / ``UnsupportedObjectError`` with one line."""
-    p = Path(path)
+    """Read one DICOM file's header; raise ``UnreadableFileError`` / ``UnsupportedObjectError`` with one line.
+
+    pydicom's warnings about non-conformant encodings are silenced here: the file either reads or gets one error.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_header(Path(path))
+
+
+def _read_header(p: Path) -> InstanceHeader:
+    if p.is_dir():
+        raise UnreadableFileError("is a folder, not a DICOM file", path=p, hint="pass the folder to discovery instead")
     try:
         if p.stat().st_size == 0:
             raise UnreadableFileError("file is empty (0 bytes)", path=p, hint="re-export or remove it")
@@ -140,10 +151,36 @@ def read_header(path: str | Path) -> InstanceHeader:
         raise UnreadableFileError(f"DICOM header is truncated or corrupted ({type(exc).__name__})", path=p,
                                   hint="re-export the file from the scanner or PACS") from None
     try:
-        return _header_from_dataset(ds, p)
+        header = _header_from_dataset(ds, p)
+    except KoaimgError:
+        raise
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UnreadableFileError(f"DICOM header has malformed values ({type(exc).__name__}: {str(exc)[:80]})",
                                   path=p, hint="re-export the file") from None
+    _check_not_truncated(p, header)
+    return header
+
+
+def _check_not_truncated(p: Path, header: InstanceHeader) -> None:
+    """Uncompressed pixel data must fit in the file: catches cut-off copies before any pixel is decoded."""
+    ts = pydicom.uid.UID(header.transfer_syntax) if header.transfer_syntax else None
+    if ts is not None and ts.is_compressed:
+        return
+    try:
+        ds = pydicom.dcmread(p, defer_size=256)
+        raw = ds._dict.get(0x7FE00010)
+    except Exception as exc:
+        raise UnreadableFileError(f"DICOM file is truncated or corrupted after the header ({type(exc).__name__})",
+                                  path=p, hint="re-export the file") from None
+    if raw is None:
+        raise UnreadableFileError("DICOM file has no pixel data", path=p, hint="re-export the file")
+    length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
+    if length is None or tell is None or length == 0xFFFFFFFF:
+        return
+    size = p.stat().st_size
+    if tell + length > size:
+        raise UnreadableFileError(f"DICOM file is truncated: pixel data needs {length} bytes, only "
+                                  f"{max(size - tell, 0)} present", path=p, hint="re-copy or re-export the file")
 
 
 def _header_from_dataset(ds: pydicom.Dataset, p: Path) -> InstanceHeader:

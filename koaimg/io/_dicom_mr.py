@@ -6,6 +6,7 @@ assembly and functional-group parsing are highdicom's (docs/libraries.md section
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..core import (
     DicomSeriesError,
     KneeSide,
     KoaimgError,
+    MissingGeometryError,
     Modality,
     UnreadableFileError,
     Volume,
@@ -91,6 +93,10 @@ def _to_volume(hd_volume: hd.Volume, meta: VolumeMeta) -> Volume:
 
 def _pixels_error(exc: Exception, path: Path) -> KoaimgError:
     text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    if "coordinate" in text.lower():
+        return MissingGeometryError(f"image is not placed in the patient coordinate system ({text})", path=path,
+                                    hint="a secondary capture or derived image cannot be measured; use the original "
+                                         "series")
     if "regularly-spaced" in text or "spacing" in text.lower():
         return DicomSeriesError(f"slices do not form a regular volume ({text})", path=path,
                                 hint="re-export the complete series")
@@ -99,7 +105,16 @@ def _pixels_error(exc: Exception, path: Path) -> KoaimgError:
 
 
 def load_mr_stack(paths: Sequence[str | Path]) -> Volume:
-    """Load one stack of single-frame MR slices (any order) or one enhanced multi-frame file as a RAS Volume."""
+    """Load one stack of single-frame MR slices (any order) or one enhanced multi-frame file as a RAS Volume.
+
+    pydicom/highdicom warnings about tolerable encoding quirks are silenced: the stack loads or raises one error.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_mr_stack(paths)
+
+
+def _load_mr_stack(paths: Sequence[str | Path]) -> Volume:
     files = [Path(p) for p in paths]
     headers = [read_header(p) for p in files]
     h = headers[0]

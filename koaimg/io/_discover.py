@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core import KneeSide, KoaimgError, Plane, decide_side, plane_of_normal, side_from_text
+from ..core import KneeSide, KoaimgError, Plane, UnsupportedObjectError, decide_side, plane_of_normal, side_from_text
+from ._codecs import ensure_decodable
 from ._dicom_headers import InstanceHeader, pseudonym, read_header
 from ._files import FileKind, sniff
 from ._stack import check_stack, slice_normal
@@ -87,6 +88,8 @@ class DiscoveryReport:
     series: list[SeriesInfo]
     problems: list[FileProblem]
     ignored: int
+    #: well-formed DICOM objects that hold no usable image (SR, RT, presentation states...): listed, not problems
+    skipped: list[FileProblem] = field(default_factory=list)
 
     @property
     def studies(self) -> dict[str, list[SeriesInfo]]:
@@ -109,7 +112,8 @@ class DiscoveryReport:
     def to_dict(self) -> dict:
         """JSON-ready summary."""
         return {"root": self.root, "series": [s.to_dict() for s in self.series],
-                "problems": [asdict(p) for p in self.problems], "ignored_files": self.ignored}
+                "problems": [asdict(p) for p in self.problems], "skipped": [asdict(p) for p in self.skipped],
+                "ignored_files": self.ignored}
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -214,6 +218,8 @@ def _dicom_series(headers: list[InstanceHeader]) -> list[SeriesInfo]:
         else:
             plane = _plane(h)
             try:
+                for member in stack:
+                    ensure_decodable(member.transfer_syntax, path=member.path)
                 geom = check_stack(stack)
                 slice_spacing = geom.slice_spacing
                 pixel_spacing = geom.pixel_spacing
@@ -306,6 +312,7 @@ def discover(root: str | Path) -> DiscoveryReport:
     headers: list[InstanceHeader] = []
     series: list[SeriesInfo] = []
     problems: list[FileProblem] = []
+    skipped: list[FileProblem] = []
     ignored = 0
     for path in _walk(root_path):
         kind = sniff(path)
@@ -319,10 +326,12 @@ def discover(root: str | Path) -> DiscoveryReport:
                 headers.append(read_header(path))
             else:
                 series.append(_file_series(path, kind))
+        except UnsupportedObjectError as exc:
+            skipped.append(FileProblem(str(path), exc.code, exc.one_line()))
         except KoaimgError as exc:
             problems.append(FileProblem(str(path), exc.code, exc.one_line()))
     series = _dicom_series(headers) + series
-    return DiscoveryReport(str(root_path), series, problems, ignored)
+    return DiscoveryReport(str(root_path), series, problems, ignored, skipped)
 
 
 def summarise_spacing(info: SeriesInfo) -> str:

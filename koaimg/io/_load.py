@@ -29,3 +29,22 @@ def load_series(info: SeriesInfo, *, pixel_spacing_mm: float | None = None):  # 
 
     vol: Volume = load_mr_stack(info.files)
     return vol
+
+
+def load_dicom_file(path: str | Path):  # -> Volume | UltrasoundImage
+    """Load one DICOM file on its own: an ultrasound object, an enhanced MR, or a single slice as a 1-slice stack."""
+    from ..core import UnsupportedObjectError
+    from ._dicom_headers import read_header
+    from ._dicom_mr import load_mr_stack
+
+    header = read_header(path)
+    if header.is_ultrasound:
+        from ._dicom_us import read_ultrasound_dicom
+
+        return read_ultrasound_dicom(path)
+    if header.number_of_frames > 1 and not header.is_enhanced_mr:
+        from pydicom.uid import UID
+
+        raise UnsupportedObjectError(f"multi-frame {UID(header.sop_class_uid).name} is neither a knee MR volume nor "
+                                     "an ultrasound object", path=path, hint="it is skipped")
+    return load_mr_stack([path])
