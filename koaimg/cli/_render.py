@@ -29,10 +29,15 @@ def render_discovery(report: DiscoveryReport) -> None:
             count = f"{s.n_frames} frames" if s.n_frames > 1 else f"{s.n_slices}"
             side = f"{s.side} ({s.side_source})" + (" CONFLICT" if s.side_conflicts else "")
             te = "" if s.echo_time_ms is None else f"{s.echo_time_ms:g}"
-            status = "ok" if s.ok else f"[red]{s.problem.code}[/red]"
+            status = "[yellow]warning[/yellow]" if s.warnings else "ok"
+            if not s.ok:
+                status = f"[red]{s.problem.code}[/red]"
             table.add_row(s.key, s.modality, s.plane, f"{s.matrix[0]}x{s.matrix[1]}", count, summarise_spacing(s), te,
                           escape(side), escape(s.role), status)
         console.print(table)
+    for s in report.series:
+        for w in s.warnings:
+            console.print(f"[yellow]warning[/yellow] {escape(s.key)}: {escape(w)}")
     for p in report.all_problems:
         console.print(f"[red]problem[/red] {escape('[' + p.code + ']')} {escape(p.message)}")
 

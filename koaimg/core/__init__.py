@@ -30,6 +30,7 @@ from ._labels import (
     parse_label_table,
 )
 from ._side import SideDecision, decide_side, side_from_anatomy, side_from_text
+from ._ultrasound import UltrasoundImage, UltrasoundRegion
 from ._volume import LabelVolume, Volume, VolumeMeta
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
     "Plane",
     "SideDecision",
     "Structure",
+    "UltrasoundImage",
+    "UltrasoundRegion",
     "UnreadableFileError",
     "UnsupportedObjectError",
     "UnsupportedTransferSyntaxError",

@@ -187,8 +187,11 @@ def _header_from_dataset(ds: pydicom.Dataset, p: Path) -> InstanceHeader:
     sop_class = _text(ds, "SOPClassUID") or _text(ds.get("file_meta", pydicom.Dataset()), "MediaStorageSOPClassUID")
     if sop_class == "1.2.840.10008.1.3.10":
         raise UnsupportedObjectError("is a DICOMDIR index, not an image", path=p)
+    name = pydicom.uid.UID(sop_class).name if sop_class else "unknown SOP class"
+    if ("Rows" not in ds or "Columns" not in ds) and "Image Storage" in name:
+        raise UnreadableFileError(f"DICOM header of this {name} object ends before its image attributes "
+                                  "(truncated file)", path=p, hint="re-copy or re-export the file")
     if sop_class.startswith(_NON_IMAGE_PREFIXES) or "Rows" not in ds or "Columns" not in ds:
-        name = pydicom.uid.UID(sop_class).name if sop_class else "unknown SOP class"
         raise UnsupportedObjectError(f"holds no image koaimg can use ({name})", path=p,
                                      hint="it is skipped; nothing to do unless you expected an image here")
     meta = getattr(ds, "file_meta", None)

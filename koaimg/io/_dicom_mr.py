@@ -138,7 +138,7 @@ def _load_mr_stack(paths: Sequence[str | Path]) -> Volume:
     except KoaimgError:
         raise
     except Exception as exc:
-        raise _pixels_error(exc, files[0].parent) from None
+        raise _pixels_error(exc, files[0] if len(files) == 1 else files[0].parent) from None
     return _to_volume(vol, _meta(h, "DICOM MR single-frame series", split))
 
 

@@ -123,7 +123,7 @@ def _why_not(region: UltrasoundRegion) -> str:
 
 
 def _fit_region(region: UltrasoundRegion, rows: int, cols: int, *, path: str | Path | None,
-                allow_overflow: bool) -> tuple[tuple[int, int, int, int], bool]:
+                allow_overflow: bool) -> tuple[tuple[int, int, int, int], bool, str | None]:
     """Crop bounds (y0, y1, x0, x1) inclusive inside a rows×cols image, and whether they had to be clipped.
 
     A region reaching one pixel past the edge (x1 == Columns) is a common exclusive-bound habit and is clipped
@@ -135,22 +135,26 @@ def _fit_region(region: UltrasoundRegion, rows: int, cols: int, *, path: str | P
     if region.x0 >= cols or region.y0 >= rows or region.x0 < 0 or region.y0 < 0:
         raise CalibrationError(f"B-mode region {region.index} ({bounds}) starts outside the {cols}×{rows} image",
                                path=path, hint="the calibration does not belong to these pixels")
-    if (region.x1 > cols or region.y1 > rows) and not allow_overflow:
-        raise CalibrationError(
-            f"B-mode region {region.index} ({bounds}) extends beyond the {cols}×{rows} image: the pixels were cropped "
-            "or resized after calibration, so its spacing may not describe them", path=path,
-            hint="pass allow_region_overflow=True only if the image is known to be cropped, not resized")
+    warning = None
+    if region.x1 > cols or region.y1 > rows:
+        warning = (f"B-mode region {region.index} ({bounds}) extends beyond the {cols}×{rows} image: the pixels were "
+                   "cropped or resized after calibration, so its spacing may not describe them")
+        if not allow_overflow:
+            raise CalibrationError(warning, path=path, hint="measure it only if the image is known to be cropped, "
+                                                            "not resized")
     y1, x1 = min(region.y1, rows - 1), min(region.x1, cols - 1)
     clipped = (y1, x1) != (region.y1, region.x1)
-    return (region.y0, y1, region.x0, x1), clipped
+    return (region.y0, y1, region.x0, x1), clipped, warning
 
 
 # reading ------------------------------------------------------------------------------------------------------------
 def _read_dataset(path: Path, *, header_only: bool) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=header_only)
-    except InvalidDicomError as exc:
-        raise UnreadableFileError(f"not a DICOM file ({exc})", path=path) from None
+    except InvalidDicomError:
+        raise UnreadableFileError("not a DICOM file (no 'DICM' file meta header)", path=path) from None
+    except FileNotFoundError:
+        raise UnreadableFileError("file not found", path=path) from None
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableFileError(f"cannot be read as DICOM: {type(exc).__name__}: {exc}", path=path) from None
 
@@ -181,16 +185,17 @@ def _n_frames(ds: Dataset) -> int:
 
 def _frame_times(ds: Dataset) -> tuple[float | None, list[float] | None]:
     """(frame interval in ms, the Frame Time Vector when given) from Frame Time (0018,1063) or (0018,1065)."""
-    ft = ds.get("FrameTime")
-    if ft not in (None, ""):
-        value = float(ft)
-        if math.isfinite(value) and value > 0:
-            return value, None
-    vec = ds.get("FrameTimeVector")
-    if vec not in (None, ""):
-        values = [float(v) for v in vec] if isinstance(vec, MultiValue | list | tuple) else [float(vec)]
-        steps = [v for v in values[1:] if math.isfinite(v) and v > 0]  # the first entry is 0 (time of frame 1)
-        return (float(np.mean(steps)) if steps else None), values
+    try:
+        ft = ds.get("FrameTime")
+        if ft not in (None, "") and math.isfinite(float(ft)) and float(ft) > 0:
+            return float(ft), None
+        vec = ds.get("FrameTimeVector")
+        if vec not in (None, ""):
+            values = [float(v) for v in vec] if isinstance(vec, MultiValue | list | tuple) else [float(vec)]
+            steps = [v for v in values[1:] if math.isfinite(v) and v > 0]  # the first entry is 0 (time of frame 1)
+            return (float(np.mean(steps)) if steps else None), values
+    except (TypeError, ValueError):  # malformed timing is not worth refusing a calibrated image over
+        pass
     return None, None
 
 
@@ -262,17 +267,17 @@ def _technical_meta(ds: Dataset, region: UltrasoundRegion | None) -> dict[str, A
 
 
 def _calibration(ds: Dataset, path: str | Path | None, *, allow_region_overflow: bool
-                 ) -> tuple[UltrasoundRegion, tuple[int, int, int, int], bool]:
+                 ) -> tuple[UltrasoundRegion, tuple[int, int, int, int], bool, str | None]:
     region = choose_bmode_region(parse_ultrasound_regions(ds), path=path)
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows <= 0 or cols <= 0:
         raise UnreadableFileError("Rows/Columns missing or zero", path=path)
-    crop, clipped = _fit_region(region, rows, cols, path=path, allow_overflow=allow_region_overflow)
-    return region, crop, clipped
+    crop, clipped, warning = _fit_region(region, rows, cols, path=path, allow_overflow=allow_region_overflow)
+    return region, crop, clipped, warning
 
 
 def read_ultrasound_dicom(path: str | Path, *, frame: int | None = None, crop_to_region: bool = True,
-                          allow_region_overflow: bool = False) -> UltrasoundImage:
+                          allow_region_overflow: bool = True) -> UltrasoundImage:
     """Read a DICOM US image or cine as grey frames with mm spacing from its calibrated B-mode region.
 
     Parameters
@@ -284,8 +289,9 @@ def read_ultrasound_dicom(path: str | Path, *, frame: int | None = None, crop_to
     crop_to_region : bool
         Crop frames to the B-mode region bounds (drops burned-in text and bars outside the image area).
     allow_region_overflow : bool
-        Accept a region that extends past the image (clipped, flagged in ``meta['region_clipped']``). Only for
-        files known to have been cropped, never resized.
+        Load an image whose region extends past the image (clipped; ``meta['calibration_warning']`` says why the
+        spacing is suspect, and measurement refuses such images unless told the image was only cropped). False
+        refuses at read time.
 
     Raises
     ------
@@ -296,7 +302,8 @@ def read_ultrasound_dicom(path: str | Path, *, frame: int | None = None, crop_to
     _check_ultrasound(ds, path)
     if "PixelData" not in ds:
         raise UnsupportedObjectError("ultrasound object without pixel data", path=path)
-    region, (y0, y1, x0, x1), clipped = _calibration(ds, path, allow_region_overflow=allow_region_overflow)
+    region, (y0, y1, x0, x1), clipped, warning = _calibration(ds, path,
+                                                             allow_region_overflow=allow_region_overflow)
 
     n = _n_frames(ds)
     index = None
@@ -315,6 +322,7 @@ def read_ultrasound_dicom(path: str | Path, *, frame: int | None = None, crop_to
         "region_index": region.index,
         "region_crop": (y0, y1, x0, x1) if crop_to_region else None,
         "region_clipped": clipped,
+        "calibration_warning": warning,
         "grey_max": full_scale,
         # no echo at all (≤1 % of full scale): kept readable here, refused by measurement with a clear reason
         "all_black": bool(np.all(grey <= 0.01 * full_scale)),
@@ -350,12 +358,13 @@ def describe_ultrasound(ds: Dataset) -> dict[str, Any]:
         "region_index": None,
         "mm_per_pixel": None,
         "calibration_problem": None,
+        "calibration_warning": None,
     }
     try:
         _check_ultrasound(ds, None)
-        region, _, _ = _calibration(ds, None, allow_region_overflow=False)
+        region, _, _, warning = _calibration(ds, None, allow_region_overflow=True)
     except (CalibrationError, UnsupportedObjectError, UnreadableFileError) as exc:
         info["calibration_problem"] = exc.one_line()
         return info
-    info.update(region_index=region.index, mm_per_pixel=region.mm_per_pixel)
+    info.update(region_index=region.index, mm_per_pixel=region.mm_per_pixel, calibration_warning=warning)
     return info

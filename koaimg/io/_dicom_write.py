@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -61,7 +62,8 @@ def _uid(*parts: object) -> UID:
 
 def _pixel_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     """uint16 pixels plus RescaleSlope/Intercept that reproduce the input to within 1/65535 of its range."""
-    if np.issubdtype(array.dtype, np.integer) and array.min(initial=0) >= 0 and array.max(initial=0) <= 65535:
+    integral = np.issubdtype(array.dtype, np.integer) or bool(np.all(np.mod(array, 1) == 0))
+    if integral and array.min(initial=0) >= 0 and array.max(initial=0) <= 65535:
         return array.astype(np.uint16), 1.0, 0.0
     lo, hi = float(np.min(array)), float(np.max(array))
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
@@ -90,7 +92,7 @@ def _slice_dataset(tags: MRSeriesTags, *, pixels: np.ndarray, ipp: np.ndarray, i
     ds.Modality = "MR"
     ds.Manufacturer = "koaimg"
     ds.ManufacturerModelName = "digital phantom"
-    ds.PatientName = tags.pseudonym
+    ds.PatientName = f"{tags.pseudonym}^"  # family-name component only: a pseudonym, never a person
     ds.PatientID = tags.pseudonym
     ds.BodyPartExamined = "KNEE"
     ds.StudyInstanceUID = study_uid
@@ -170,7 +172,8 @@ def write_dicom_series(volume: Volume, folder: str | Path, tags: MRSeriesTags | 
                                 spacing=(float(sp[1]), float(sp[0]), float(sp[2])), index=k, slope=slope,
                                 intercept=intercept, transfer_syntax=transfer_syntax)
             name = f"IM{k + 1:04d}.dcm"
-            ds.save_as(tmp / name, enforce_file_format=True)
+            pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True, implicit_vr=False,
+                             little_endian=transfer_syntax != ExplicitVRBigEndian)
             paths.append(final / name)
         if final.exists():
             final.rmdir()

@@ -65,6 +65,8 @@ class SeriesInfo:
     transfer_syntax: str
     files: list[str] = field(repr=False)
     problem: FileProblem | None = None
+    #: things a reader should know that do not stop loading (e.g. a suspect ultrasound calibration)
+    warnings: list[str] = field(default_factory=list)
     #: study date, kept in memory for visit ordering, never serialised
     _study_date: str = field(default="", repr=False)
 
@@ -194,12 +196,13 @@ def _dicom_series(headers: list[InstanceHeader]) -> list[SeriesInfo]:
             key=pseudonym(h.series_uid + str(h.path.name), prefix="us"), kind=FileKind.DICOM.value,
             subject=h.subject, study=pseudonym(h.study_uid, prefix="study"), modality="US",
             description=h.series_description, plane="transverse (US)", matrix=(h.rows, h.columns), n_slices=1,
-            n_frames=h.number_of_frames, pixel_spacing_mm=info.get("mm_per_pixel"), slice_spacing_mm=None,
+            n_frames=h.number_of_frames, pixel_spacing_mm=info["mm_per_pixel"], slice_spacing_mm=None,
             echo_time_ms=None, side=side.value, side_source=source, side_conflicts=conflicts,
             role=ROLE_US_CINE if h.number_of_frames > 1 else ROLE_US, transfer_syntax=h.transfer_syntax,
             files=[str(h.path)],
-            problem=None if info.get("calibrated") else FileProblem(str(h.path), "no_calibration",
-                                                                     str(info.get("problem"))),
+            problem=None if info["mm_per_pixel"] else FileProblem(str(h.path), "no_calibration",
+                                                                   str(info["calibration_problem"])),
+            warnings=[info["calibration_warning"]] if info.get("calibration_warning") else [],
             _study_date=h.study_date))
     echoes_per_series: dict[str, set] = defaultdict(set)
     for h in mr:

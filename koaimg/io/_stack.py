@@ -44,11 +44,12 @@ def slice_normal(orientation: Sequence[float]) -> np.ndarray:
 def check_stack(headers: Sequence[InstanceHeader]) -> StackGeometry:
     """Validate that ``headers`` form one regular stack; raise the precise ``DicomSeriesError`` otherwise."""
     first = headers[0].path
+    place = first if len(headers) == 1 else first.parent
     where = f"series of {len(headers)} files starting {first.name}"
     missing = [h.path.name for h in headers if h.orientation is None or h.position is None or h.pixel_spacing is None]
     if missing:
         raise MissingGeometryError(f"{len(missing)} slice(s) lack ImagePositionPatient/ImageOrientationPatient/"
-                                   f"PixelSpacing (e.g. {missing[0]})", path=first.parent,
+                                   f"PixelSpacing (e.g. {missing[0]})", path=place,
                                    hint="the series cannot be placed in space; re-export it with geometry tags")
     orients = np.array([h.orientation for h in headers], dtype=float)
     ref = orients[0]
@@ -56,15 +57,15 @@ def check_stack(headers: Sequence[InstanceHeader]) -> StackGeometry:
     unit = abs(np.linalg.norm(row) - 1) <= 1e-3 and abs(np.linalg.norm(col) - 1) <= 1e-3
     if abs(float(np.dot(row, col))) > 1e-3 or not unit:
         raise MissingGeometryError(f"ImageOrientationPatient {ref.tolist()} is not two orthonormal vectors",
-                                   path=first.parent, hint="the header is corrupted; re-export the series")
+                                   path=place, hint="the header is corrupted; re-export the series")
     deviating = np.flatnonzero(np.max(np.abs(orients - ref), axis=1) > ORIENTATION_TOL)
     if deviating.size:
         raise MixedOrientationError(f"{deviating.size} of {len(headers)} slices have a different orientation "
-                                    f"(e.g. {headers[int(deviating[0])].path.name})", path=first.parent,
+                                    f"(e.g. {headers[int(deviating[0])].path.name})", path=place,
                                     hint="the stack cannot form one volume; remove the odd slices or re-export")
     spacings = np.array([h.pixel_spacing for h in headers], dtype=float)
     if np.max(np.abs(spacings - spacings[0])) > 1e-4:
-        raise DicomSeriesError(f"{where}: PixelSpacing differs between slices", path=first.parent,
+        raise DicomSeriesError(f"{where}: PixelSpacing differs between slices", path=place,
                                hint="mixed reconstructions in one series; re-export them separately")
     normal = slice_normal(ref)
     distances = np.array([np.dot(h.position, normal) for h in headers], dtype=float)
@@ -77,7 +78,7 @@ def check_stack(headers: Sequence[InstanceHeader]) -> StackGeometry:
     steps = np.diff(sorted_d)
     if np.any(steps < 1e-3):
         dup = int(np.sum(steps < 1e-3))
-        raise DicomSeriesError(f"{dup} slice position(s) occur twice in one stack", path=first.parent,
+        raise DicomSeriesError(f"{dup} slice position(s) occur twice in one stack", path=place,
                                hint="the series mixes several stacks (echoes, repeats); they could not be split "
                                     "by echo time or acquisition number")
     step = float(np.median(steps))
@@ -91,8 +92,8 @@ def check_stack(headers: Sequence[InstanceHeader]) -> StackGeometry:
             at = float(sorted_d[int(np.flatnonzero(off)[0])])
             raise MissingSliceError(f"{n_missing} slice(s) missing from a stack of {len(headers)} "
                                     f"(gap after position {at:.2f} mm along the slice normal, step {step:.3f} mm)",
-                                    path=first.parent, hint="re-export the complete series; koaimg never re-spaces")
+                                    path=place, hint="re-export the complete series; koaimg never re-spaces")
         raise IrregularSpacingError(f"slice steps vary from {steps.min():.3f} to {steps.max():.3f} mm "
-                                    f"(median {step:.3f})", path=first.parent,
+                                    f"(median {step:.3f})", path=place,
                                     hint="the series is not a regular volume; re-export or resample it explicitly")
     return StackGeometry(tuple(int(i) for i in order), normal, step, pixel_spacing)

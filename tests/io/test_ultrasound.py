@@ -166,8 +166,9 @@ def test_pydicom_ybr_color_cine():
     assert regions == [UltrasoundRegion(0, 1, 1, 2, 84, 31, 595, 414, 3, 3, YBR_DELTA_CM, YBR_DELTA_CM)]
     # the file is a 2x downsample that kept its 640x480 regions: the spacing does not fit these pixels
     with pytest.raises(CalibrationError, match=re.escape("(x 84..595, y 31..414) extends beyond the 320×240 image")):
-        read_ultrasound_dicom(path)
-    img = read_ultrasound_dicom(path, allow_region_overflow=True)
+        read_ultrasound_dicom(path, allow_region_overflow=False)
+    img = read_ultrasound_dicom(path)  # loads, with the suspect calibration stated for measurement to refuse
+    assert "extends beyond the 320×240 image" in img.meta["calibration_warning"]
     assert img.spacing_mm == (0.5104970559477806, 0.5104970559477806)
     assert img.frames.shape == (30, 209, 236)  # rows 31..239, cols 84..319
     assert img.frame_time_ms == pytest.approx(33.333)
@@ -184,8 +185,8 @@ def test_pydicom_palette_still():
     assert [(r.spatial_format, r.data_type, r.units_x, r.units_y) for r in regions] == [(1, 1, 3, 3), (4, 10, 4, 0)]
     assert regions[1].describe() == "region 1: waveform ECG trace in s/none"
     with pytest.raises(CalibrationError, match=re.escape("(x 120..800, y 60..518) extends beyond the 800×350")):
-        read_ultrasound_dicom(path)
-    img = read_ultrasound_dicom(path, allow_region_overflow=True)  # cropped (not resized): 11 cm depth label fits
+        read_ultrasound_dicom(path, allow_region_overflow=False)
+    img = read_ultrasound_dicom(path)  # cropped (not resized): 11 cm depth label fits
     assert img.spacing_mm == (0.2622878766196998, 0.2622878766196998)
     assert img.frames.shape == (1, 290, 680)  # rows 60..349, cols 120..799 (X1 = Columns is the usual off-by-one)
     assert img.region.index == 0 and img.meta["photometric_interpretation"] == "PALETTE COLOR"
@@ -335,7 +336,8 @@ def test_describe_header_only(tmp_path):
     assert info["mm_per_pixel"] is None and "no Sequence of Ultrasound Regions" in info["calibration_problem"]
 
     info = describe_ultrasound(pydicom.dcmread(get_testdata_file("examples_palette.dcm"), stop_before_pixels=True))
-    assert info["n_regions"] == 2 and "extends beyond" in info["calibration_problem"]
+    assert info["n_regions"] == 2 and info["calibration_problem"] is None
+    assert "extends beyond" in info["calibration_warning"]
 
 
 # the type itself ---------------------------------------------------------------------------------------------------
