@@ -125,55 +125,66 @@ def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
 def read_header(path: str | Path) -> InstanceHeader:
     """Read one DICOM file's header; raise ``UnreadableFileError`` / ``UnsupportedObjectError`` with one line.
 
-    pydicom's warnings about non-conformant encodings are silenced here: the file either reads or gets one error.
+    One read: large values (the pixel data) are deferred, not loaded, but their declared length is checked against
+    the file size so a cut-off copy fails here rather than at decode time. pydicom's warnings about non-conformant
+    encodings are silenced: the file either reads or gets one error.
     """
+    p = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _read_header(Path(path))
+        ds = _open(p, defer_size=1024)
+        header = _checked_header(ds, p)
+        _check_pixel_length(ds, p)
+    return header
 
 
-def _read_header(p: Path) -> InstanceHeader:
+def read_dataset(path: str | Path) -> tuple[pydicom.Dataset, InstanceHeader]:
+    """The full dataset (pixels included) and its header, from one read. Warnings silenced as in ``read_header``."""
+    p = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = _open(p)
+        return ds, _checked_header(ds, p)
+
+
+def _open(p: Path, *, defer_size: int | None = None) -> pydicom.Dataset:
     if p.is_dir():
         raise UnreadableFileError("is a folder, not a DICOM file", path=p, hint="pass the folder to discovery instead")
     try:
         if p.stat().st_size == 0:
             raise UnreadableFileError("file is empty (0 bytes)", path=p, hint="re-export or remove it")
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        return pydicom.dcmread(p, defer_size=defer_size)
     except InvalidDicomError:
         try:  # DICOM without the 128-byte preamble (older exports) is still DICOM
-            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(p, defer_size=defer_size, force=True)
         except Exception:
             ds = None
         if ds is None or ("SOPClassUID" not in ds and "Modality" not in ds):
             raise UnreadableFileError("not a DICOM file (no DICM marker and no DICOM header)", path=p,
                                       hint="remove it from the scan folder or convert it") from None
+        return ds
     except (EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UnreadableFileError(f"DICOM header is truncated or corrupted ({type(exc).__name__})", path=p,
+        raise UnreadableFileError(f"DICOM file is truncated or corrupted ({type(exc).__name__})", path=p,
                                   hint="re-export the file from the scanner or PACS") from None
+
+
+def _checked_header(ds: pydicom.Dataset, p: Path) -> InstanceHeader:
     try:
-        header = _header_from_dataset(ds, p)
+        return _header_from_dataset(ds, p)
     except KoaimgError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UnreadableFileError(f"DICOM header has malformed values ({type(exc).__name__}: {str(exc)[:80]})",
                                   path=p, hint="re-export the file") from None
-    _check_not_truncated(p, header)
-    return header
 
 
-def _check_not_truncated(p: Path, header: InstanceHeader) -> None:
-    """Uncompressed pixel data must fit in the file: catches cut-off copies before any pixel is decoded."""
-    ts = pydicom.uid.UID(header.transfer_syntax) if header.transfer_syntax else None
-    if ts is not None and ts.is_compressed:
-        return
-    try:
-        ds = pydicom.dcmread(p, defer_size=256)
-        raw = ds._dict.get(0x7FE00010)
-    except Exception as exc:
-        raise UnreadableFileError(f"DICOM file is truncated or corrupted after the header ({type(exc).__name__})",
-                                  path=p, hint="re-export the file") from None
+def _check_pixel_length(ds: pydicom.Dataset, p: Path) -> None:
+    """Declared pixel-data length must fit in the file: catches cut-off copies before any pixel is decoded."""
+    raw = ds._dict.get(0x7FE00010)
     if raw is None:
-        raise UnreadableFileError("DICOM file has no pixel data", path=p, hint="re-export the file")
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            return
+        raise UnreadableFileError("DICOM file has no pixel data (truncated?)", path=p, hint="re-export the file")
     length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
     if length is None or tell is None or length == 0xFFFFFFFF:
         return

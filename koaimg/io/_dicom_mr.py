@@ -13,6 +13,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.pixels import apply_modality_lut
 
 from ..core import (
     LPS_TO_RAS,
@@ -29,8 +30,8 @@ from ..core import (
     side_from_text,
 )
 from ._codecs import ensure_decodable
-from ._dicom_headers import InstanceHeader, pseudonym, read_header
-from ._stack import check_stack
+from ._dicom_headers import InstanceHeader, pseudonym, read_dataset, read_header
+from ._stack import StackGeometry, check_stack
 
 
 def _acquisition(h: InstanceHeader) -> dict[str, object]:
@@ -64,20 +65,6 @@ def _meta(h: InstanceHeader, source: str, split: str) -> VolumeMeta:
                       side=decision.side, side_source=side_source, series_description=h.series_description,
                       acquisition=_acquisition(h), subject=h.subject,
                       series_key=pseudonym(h.series_uid + split, prefix="series"), source=source)
-
-
-def _read_full(paths: Sequence[Path]) -> list[pydicom.Dataset]:
-    datasets = []
-    for p in paths:
-        try:
-            ds = pydicom.dcmread(p)
-        except Exception as exc:  # a file that passed the header scan but whose pixel data is cut short
-            raise UnreadableFileError(f"cannot read DICOM file ({type(exc).__name__})", path=p,
-                                      hint="re-export the file") from None
-        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            raise UnreadableFileError("DICOM file has no pixel data (truncated?)", path=p, hint="re-export the file")
-        datasets.append(ds)
-    return datasets
 
 
 def _to_volume(hd_volume: hd.Volume, meta: VolumeMeta) -> Volume:
@@ -116,30 +103,64 @@ def load_mr_stack(paths: Sequence[str | Path]) -> Volume:
 
 def _load_mr_stack(paths: Sequence[str | Path]) -> Volume:
     files = [Path(p) for p in paths]
-    headers = [read_header(p) for p in files]
-    h = headers[0]
-    split = f"{h.frame_of_reference_uid}|{plane_of_normal_or_unknown(h)}|{h.rows}x{h.columns}|{h.echo_time}|" \
-            f"{h.acquisition_number}"
+    if len(files) == 1:
+        header = read_header(files[0])
+        if header.is_enhanced_mr:
+            return _load_enhanced(files[0], header)
+    pairs = [read_dataset(p) for p in files]
+    headers = [h for _, h in pairs]
     for hdr in headers:
         ensure_decodable(hdr.transfer_syntax, path=hdr.path)
-    if len(files) == 1 and h.is_enhanced_mr:
+    geometry = check_stack(headers)
+    h = headers[geometry.order[0]]
+    rows, cols = h.rows, h.columns
+    array = np.empty((cols, rows, len(files)), dtype=np.float32)
+    for k, index in enumerate(geometry.order):
+        ds, hdr = pairs[index]
         try:
-            image = hd.imread(str(files[0]))
-            vol = image.get_volume(dtype=np.float32)
-        except KoaimgError:
-            raise
+            pixels = apply_modality_lut(ds.pixel_array, ds)
         except Exception as exc:
-            raise _pixels_error(exc, files[0]) from None
-        return _to_volume(vol, _meta(h, "DICOM MR enhanced multi-frame", split))
-    check_stack(headers)
-    datasets = _read_full(files)
+            raise _pixels_error(exc, hdr.path) from None
+        if pixels.shape != (rows, cols):
+            raise UnreadableFileError(f"pixel array has shape {pixels.shape}, header says {rows}x{cols}",
+                                      path=hdr.path, hint="re-export the file")
+        array[:, :, k] = pixels.T
+    return Volume(array, LPS_TO_RAS @ stack_affine(h, geometry), _meta(h, "DICOM MR single-frame series",
+                                                                        _split_key(h)))
+
+
+def stack_affine(first: InstanceHeader, geometry: StackGeometry) -> np.ndarray:
+    """LPS affine of a validated stack, voxel axes (column, row, slice) as koaimg orders them.
+
+    i runs along a row (IOP's first vector, step = column spacing PixelSpacing[1]); j down a column (IOP's second
+    vector, step = row spacing PixelSpacing[0]); k along the slice normal through the sorted slices; the origin is the
+    first sorted slice's ImagePositionPatient. Cross-checked against highdicom in the tests.
+    """
+    orientation = np.asarray(first.orientation, dtype=float)
+    row_spacing, col_spacing = geometry.pixel_spacing
+    affine = np.eye(4)
+    affine[:3, 0] = orientation[:3] * col_spacing
+    affine[:3, 1] = orientation[3:] * row_spacing
+    affine[:3, 2] = geometry.normal_lps * geometry.slice_spacing
+    affine[:3, 3] = first.position
+    return affine
+
+
+def _split_key(h: InstanceHeader) -> str:
+    return f"{h.frame_of_reference_uid}|{plane_of_normal_or_unknown(h)}|{h.rows}x{h.columns}|{h.echo_time}|" \
+           f"{h.acquisition_number}"
+
+
+def _load_enhanced(path: Path, header: InstanceHeader) -> Volume:
+    """Enhanced / legacy-converted multi-frame MR: functional groups are highdicom's job."""
+    ensure_decodable(header.transfer_syntax, path=path)
     try:
-        vol = hd.get_volume_from_series(datasets, dtype=np.float32)
+        volume = hd.imread(str(path)).get_volume(dtype=np.float32)
     except KoaimgError:
         raise
     except Exception as exc:
-        raise _pixels_error(exc, files[0] if len(files) == 1 else files[0].parent) from None
-    return _to_volume(vol, _meta(h, "DICOM MR single-frame series", split))
+        raise _pixels_error(exc, path) from None
+    return _to_volume(volume, _meta(header, "DICOM MR enhanced multi-frame", _split_key(header)))
 
 
 def plane_of_normal_or_unknown(h: InstanceHeader) -> str:
