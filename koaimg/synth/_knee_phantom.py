@@ -125,7 +125,8 @@ class KneePhantom:
     pose: Pose
     seed: int
     change: ThicknessChange | None = None
-    info: dict = field(default_factory=dict)
+    #: partial-volume bone fraction per plate bone (only when asked for: validation of the rasteriser)
+    bone_fraction: dict[str, Volume] = field(default_factory=dict)
 
     def thickness_truth_volume(self, bone: str = "femur") -> Volume:
         """Truth thickness (mm) on the bone-interface voxels of ``bone``; NaN elsewhere."""
@@ -173,7 +174,7 @@ def _plate_eval(anatomy: KneeAnatomy, bone: str, feet: np.ndarray, change: Thick
 def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "dess", *, seed: int = 0,
                       side: KneeSide | str = KneeSide.RIGHT, pose: Pose | None = None,
                       change: ThicknessChange | None = None, contrast_table: np.ndarray | None = None,
-                      with_image: bool = True) -> KneePhantom:
+                      with_image: bool = True, keep_bone_fraction: bool = False) -> KneePhantom:
     """Rasterise ``anatomy`` into ``acquisition``'s grid (the follow-up when ``change`` is given).
 
     Parameters
@@ -211,6 +212,7 @@ def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "de
     mixed_frac: list[np.ndarray] = []
     interface: dict[str, dict[str, np.ndarray]] = {}
     cartilage_fraction: dict[str, Volume] = {}
+    bone_fraction: dict[str, Volume] = {}
     for bone, prims in anatomy.bone_prims().items():
         to_local = anatomy.frame_from_knee(bone) @ voxel_to_knee
         has_plate = bone in PLATES
@@ -252,6 +254,10 @@ def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "de
             pv = np.zeros(shape, dtype=np.float32)
             pv[idx] = frac[:, 2]
             cartilage_fraction[bone] = Volume(pv, grid, VolumeMeta(modality=Modality.OTHER, side=side))
+            if keep_bone_fraction:
+                bone_pv = inside.astype(np.float32)
+                bone_pv[idx] = frac[:, 0] + frac[:, 1]
+                bone_fraction[bone] = Volume(bone_pv, grid, VolumeMeta(modality=Modality.OTHER, side=side))
             surface = plate & (t < 0) & (t >= -float(max(acq.spacing)))
             world_from_local = np.linalg.inv(to_local) @ np.eye(4)
             ras_from_local = grid @ world_from_local
@@ -260,7 +266,8 @@ def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "de
             normals = feet[surface, 3:6] @ rot.T
             normals /= np.linalg.norm(normals, axis=1, keepdims=True)
             interface[bone] = {"ijk": cand[surface].astype(np.int32), "xyz": foot_ras, "normal": normals,
-                               "thickness": h[surface], "region": region[surface], "distance": -t[surface]}
+                               "local": feet[surface, :6], "thickness": h[surface], "region": region[surface],
+                               "distance": -t[surface]}
         mixed_index.append(cand)
         mixed_frac.append(frac)
     image = None
@@ -273,7 +280,7 @@ def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "de
         image = Volume(np.zeros((1, 1, 1), np.float32), np.eye(4))
     return KneePhantom(image=image, labels=label_volume, cartilage_fraction=cartilage_fraction, interface=interface,
                        regions=knee_truth(anatomy, change=change), anatomy=anatomy, acquisition=acq, side=side,
-                       pose=pose, seed=seed, change=change)
+                       pose=pose, seed=seed, change=change, bone_fraction=bone_fraction)
 
 
 def _form_image(acq: Acquisition, grid: np.ndarray, tissue: np.ndarray, mixed_index: list[np.ndarray],
