@@ -57,7 +57,7 @@ class Acquisition:
 
     def scaled(self, factor: float) -> Acquisition:
         """The same field of view with ``factor`` x fewer voxels per axis (for small samples and tests)."""
-        shape = tuple(max(8, int(round(n / factor))) for n in self.shape)
+        shape = tuple(max(8, round(n / factor)) for n in self.shape)
         spacing = tuple(s * n / m for s, n, m in zip(self.spacing, self.shape, shape, strict=True))
         return replace(self, name=f"{self.name}_x{factor:g}", shape=shape, spacing=spacing)
 

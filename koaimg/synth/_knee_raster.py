@@ -126,7 +126,9 @@ def soft_tissue(shape: tuple[int, int, int], to_knee: np.ndarray, to_tibia: np.n
                 ty = to_tibia[1, 0] * i + to_tibia[1, 1] * j + to_tibia[1, 2] * k + to_tibia[1, 3]
                 tz = to_tibia[2, 0] * i + to_tibia[2, 1] * j + to_tibia[2, 2] * k + to_tibia[2, 3]
                 for r in range(menisci.shape[0]):
-                    rr = np.sqrt(((tx - menisci[r, 0]) / menisci[r, 2]) ** 2 + ((ty - menisci[r, 1]) / menisci[r, 3]) ** 2)
+                    ex = (tx - menisci[r, 0]) / menisci[r, 2]
+                    ey = (ty - menisci[r, 1]) / menisci[r, 3]
+                    rr = np.sqrt(ex * ex + ey * ey)
                     if menisci[r, 4] < rr < menisci[r, 5]:
                         top = menisci[r, 6] * (rr - menisci[r, 4]) / (menisci[r, 5] - menisci[r, 4])
                         if 0.0 < tz < top:
