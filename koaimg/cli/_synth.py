@@ -55,3 +55,29 @@ def pair_cmd(out: Path = typer.Argument(..., help="Output folder."), acquisition
                       defects=defect, delta_mm=delta, region_deltas=region_delta, defect_growth=defect_growth,
                       max_deg=max_deg, max_mm=max_mm, formats=_formats(formats))
     typer.echo(f"wrote {path}")
+
+
+@synth_app.command("us")
+def us_cmd(out: Path = typer.Argument(..., help="Output folder."), seed: int = _SEED, side: str = _SIDE,
+           frames: int = typer.Option(8, "--frames", help="Cine length (1 = single frame)."),
+           delta: float | None = typer.Option(None, "--delta", help="Also write a 6-month follow-up with this Δ mm."),
+           formats: str = typer.Option("dicom,png", "--formats", help="Comma-separated: dicom, png, mask.")) -> None:
+    """Transverse suprapatellar ultrasound phantom (LC, IN, MC sites) with exact thickness truth."""
+    from ..pipeline._synth import synth_us
+
+    items = tuple(t.strip() for t in formats.split(",") if t.strip())
+    typer.echo(f"wrote {synth_us(out, seed=seed, side=side, frames=frames, delta_mm=delta, formats=items)}")
+
+
+@synth_app.command("cohort")
+def cohort_cmd(out: Path = typer.Argument(..., help="Output folder (a trial-like export)."), seed: int = _SEED,
+               n_per_arm: int | None = typer.Option(None, "--n-per-arm",
+                                                    help="Subjects per arm (default: the published 24/24/25)."),
+               scale: float = typer.Option(3.0, "--scale", help="MR grid reduction (DESS voxels per axis / scale)."),
+               no_us: bool = typer.Option(False, "--no-us", help="MR only."),
+               workers: int = typer.Option(1, "--workers", help="Processes.")) -> None:
+    """Simulated trial: two-dose AdMSC, single-dose AdMSC and HA arms, baseline and 6-month MR + US."""
+    from ..pipeline._synth import synth_cohort
+
+    path = synth_cohort(out, seed=seed, n_per_arm=n_per_arm, scale=scale, with_us=not no_us, workers=workers)
+    typer.echo(f"wrote {path} (allocation.csv, ground_truth/)")

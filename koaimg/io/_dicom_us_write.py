@@ -68,7 +68,8 @@ def _region_item(values: dict[str, Any]) -> Dataset:
 
 
 def _build(pixels: np.ndarray, *, mm_per_pixel: float, frame_time_ms: float | None, pseudonym: str, seed: str,
-           extra_regions: list[dict[str, Any]], rgb: bool) -> FileDataset:
+           extra_regions: list[dict[str, Any]], rgb: bool, side: str | None = None,
+           study_date: str | None = None) -> FileDataset:
     n, rows, cols = pixels.shape
     multi = n > 1
     sop_class = UID(US_MULTIFRAME_IMAGE_STORAGE if multi else US_IMAGE_STORAGE)
@@ -93,7 +94,7 @@ def _build(pixels: np.ndarray, *, mm_per_pixel: float, frame_time_ms: float | No
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = _FAKE_DATE
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date or _FAKE_DATE
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = _FAKE_TIME
     ds.AccessionNumber = ""
     ds.Modality = "US"
@@ -105,6 +106,10 @@ def _build(pixels: np.ndarray, *, mm_per_pixel: float, frame_time_ms: float | No
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.BodyPartExamined = "KNEE"
+    if side:
+        letter = str(side).strip().upper()[:1]
+        if letter in ("R", "L"):
+            ds.Laterality = letter
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     ds.StudyID = "1"
@@ -141,7 +146,7 @@ def _build(pixels: np.ndarray, *, mm_per_pixel: float, frame_time_ms: float | No
 def write_ultrasound_dicom(frames: np.ndarray, path: str | Path, *, mm_per_pixel: float,
                            frame_time_ms: float | None = None, pseudonym: str = "ANON",
                            extra_regions: list[dict[str, Any]] | None = None, rgb: bool = False,
-                           seed: str = "study") -> Path:
+                           seed: str = "study", side: str | None = None, study_date: str | None = None) -> Path:
     """Write 8-bit grey frames as a calibrated US Image (one frame) or US Multi-frame Image (cine) file.
 
     Parameters
@@ -162,6 +167,10 @@ def write_ultrasound_dicom(frames: np.ndarray, path: str | Path, *, mm_per_pixel
         Store as RGB (R = G = B) instead of MONOCHROME2, like many scanner exports.
     seed : str
         Mixed with the pseudonym into the study/series UIDs (vary it per visit); instance UIDs also hash the content.
+    side : str, optional
+        Knee side ("right"/"left" or "R"/"L"), written as Laterality.
+    study_date : str, optional
+        DICOM date (YYYYMMDD) for Study/Series/Content Date; a fixed fake date by default.
 
     Returns
     -------
@@ -178,7 +187,7 @@ def write_ultrasound_dicom(frames: np.ndarray, path: str | Path, *, mm_per_pixel
     elif frame_time_ms is not None:
         raise GeometryError("frame_time_ms applies to a cine only; a single-frame US image has no Cine module")
     ds = _build(pixels, mm_per_pixel=mm, frame_time_ms=frame_time_ms, pseudonym=str(pseudonym), seed=str(seed),
-                extra_regions=list(extra_regions or []), rgb=rgb)
+                extra_regions=list(extra_regions or []), rgb=rgb, side=side, study_date=study_date)
     final = Path(path)
     with atomic_path(final) as tmp:
         ds.save_as(tmp, enforce_file_format=True)

@@ -85,3 +85,34 @@ def synth_pair(out: Path, *, acquisition: str = "dess", scale: float = 1.0, side
     pair = make_pair(anatomy, acquisition_for(acquisition, scale), change, seed=seed, side=side,
                      max_reposition_deg=max_deg, max_reposition_mm=max_mm)
     return write_pair(pair, out, pseudonym=pseudonym, formats=formats)
+
+
+def synth_us(out: Path, *, seed: int = 0, side: str = "right", frames: int = 8, delta_mm: float | None = None,
+             formats: tuple[str, ...] = ("dicom", "png"), pseudonym: str = "PHANTOM") -> Path:
+    """One ultrasound phantom (and its 6-month follow-up when ``delta_mm`` is given) with truth."""
+    from ..synth import follow_up_spec, make_us_phantom, random_us_spec, write_us_phantom
+
+    spec = random_us_spec(seed, side=side, n_frames=frames, frame_time_ms=33.3 if frames > 1 else None)
+    if delta_mm is None:
+        write_us_phantom(make_us_phantom(spec, seed=seed), out, pseudonym=pseudonym, visit="baseline",
+                         formats=formats)
+        return out
+    write_us_phantom(make_us_phantom(spec, seed=seed), out / "baseline", pseudonym=pseudonym, visit="baseline",
+                     formats=formats)
+    follow = follow_up_spec(spec, delta_mm, seed=seed + 1)
+    write_us_phantom(make_us_phantom(follow, seed=seed + 2), out / "month6", pseudonym=pseudonym, visit="month6",
+                     formats=formats)
+    return out
+
+
+def synth_cohort(out: Path, *, seed: int = 0, n_per_arm: int | None = None, scale: float = 3.0,
+                 with_us: bool = True, workers: int = 1) -> Path:
+    """The simulated trial (default: the published phase IIb design) exported like a real trial."""
+    from dataclasses import replace
+
+    from ..synth import DEFAULT_ARMS, write_cohort
+
+    arms = DEFAULT_ARMS if n_per_arm is None else tuple(replace(a, n=n_per_arm) for a in DEFAULT_ARMS)
+    if any(a.n < 1 for a in arms):
+        raise SynthOptionError("each arm needs at least one subject")
+    return write_cohort(out, arms, seed=seed, mr_scale=scale, with_us=with_us, workers=workers)

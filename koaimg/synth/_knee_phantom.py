@@ -66,6 +66,8 @@ ACQUISITIONS: dict[str, Acquisition] = {
     "dess": Acquisition("dess", (384, 384, 160), (0.3646, 0.3646, 0.7), "PIR", "dess"),
     "flash": Acquisition("flash", (512, 512, 80), (0.3125, 0.3125, 1.5), "RIP", "t1"),
     "tse": Acquisition("tse", (448, 313, 37), (0.357, 0.511, 3.0), "PIR", "pdfs"),
+    #: reduced DESS-like grid for sample_data/ and quick demos: 94 x 83 x 75 mm around the joint
+    "sample": Acquisition("sample", (144, 128, 50), (0.65, 0.65, 1.5), "PIR", "dess"),
 }
 
 

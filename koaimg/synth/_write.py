@@ -83,8 +83,13 @@ def phantom_description(phantom: KneePhantom) -> dict:
 
 def write_knee_phantom(phantom: KneePhantom, folder: str | Path, *, pseudonym: str = "PHANTOM",
                        visit: str = "baseline", formats: tuple[str, ...] = ("dicom", "nifti"),
-                       probability_maps: bool = True, series_number: int = 1) -> Path:
-    """Write one scan (DICOM series and/or NIfTI) and its truth under ``folder``; returns ``folder``."""
+                       probability_maps: bool = True, series_number: int = 1, dicom_dir: str | Path | None = None,
+                       truth_dir: str | Path | None = None) -> Path:
+    """Write one scan (DICOM series and/or NIfTI) and its truth under ``folder``; returns ``folder``.
+
+    By default the DICOM series goes to ``folder/dicom`` and the truth to ``folder/truth``; a trial-like export
+    passes ``dicom_dir`` and ``truth_dir`` to keep the truth away from the scans.
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     acq = phantom.image.meta.acquisition
@@ -98,14 +103,15 @@ def write_knee_phantom(phantom: KneePhantom, folder: str | Path, *, pseudonym: s
                             scanning_sequence=str(acq.get("scanning_sequence", "GR")),
                             scan_options=str(acq.get("scan_options", "")))
         rounded = phantom.image.with_array(np.rint(phantom.image.array).astype(np.uint16))
-        write_dicom_series(rounded, out / "dicom", tags)
+        write_dicom_series(rounded, Path(dicom_dir) if dicom_dir is not None else out / "dicom", tags)
     if "nifti" in formats:
         write_volume(phantom.image, out / "image.nii.gz")
+    if "nifti" in formats or "labels" in formats:
         write_volume(phantom.labels, out / "labels.nii.gz")
-        if probability_maps:
-            for bone, volume in phantom.cartilage_fraction.items():
-                write_volume(volume, out / f"probability_{CARTILAGE_LABEL[bone].key}.nii.gz")
-    truth = out / "truth"
+    if "nifti" in formats and probability_maps:
+        for bone, volume in phantom.cartilage_fraction.items():
+            write_volume(volume, out / f"probability_{CARTILAGE_LABEL[bone].key}.nii.gz")
+    truth = Path(truth_dir) if truth_dir is not None else out / "truth"
     atomic_write_bytes(truth / "interface_points.csv.gz", _csv_bytes(interface_rows(phantom), gz=True))
     atomic_write_bytes(truth / "regions.csv", _csv_bytes(region_rows(phantom)))
     atomic_write_text(truth / "phantom.json", json.dumps(phantom_description(phantom), indent=2))
