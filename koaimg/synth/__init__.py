@@ -2,6 +2,7 @@
 and domain-randomised images from real label maps (the training source for segmentation)."""
 
 from ._cohort import DEFAULT_ARMS, Arm, SubjectPlan, make_subject, plan_cohort, write_cohort
+from ._from_labels import RandomisationSpec, SynthesisSpecError, synthesize_from_labels
 from ._imaging import bias_field, blur, rician_noise, signal_from_fractions
 from ._knee_anatomy import MOAKS_REGIONS, REGION_ID, Defect, KneeAnatomy, ThicknessChange
 from ._knee_phantom import ACQUISITIONS, Acquisition, KneePhantom, Pose, make_knee_phantom
@@ -27,7 +28,9 @@ __all__ = [
     "PhantomPair",
     "PlateTruth",
     "Pose",
+    "RandomisationSpec",
     "SubjectPlan",
+    "SynthesisSpecError",
     "ThicknessChange",
     "Tissue",
     "USPhantom",
@@ -50,6 +53,7 @@ __all__ = [
     "rician_noise",
     "signal_from_fractions",
     "surface_mesh",
+    "synthesize_from_labels",
     "visit_date",
     "write_cohort",
     "write_knee_phantom",

@@ -177,3 +177,25 @@ def _prism_volume(bottom: np.ndarray, top: np.ndarray) -> np.ndarray:
 def knee_truth(anatomy: KneeAnatomy, *, change: ThicknessChange | None = None) -> dict[str, PlateTruth]:
     """Truth for every cartilage plate."""
     return {bone: plate_truth(anatomy, bone, change=change) for bone in PLATES}
+
+
+def defect_areas(anatomy: KneeAnatomy, *, change: ThicknessChange | None = None) -> list[dict]:
+    """Per defect: bone, subregions touched (with the area in each, mm^2), total area, depth, full thickness."""
+    rows = []
+    factor = 1.0 if change is None else change.defect_radius_factor
+    for bone in PLATES:
+        table = anatomy.defect_centres(bone)
+        if not table:
+            continue
+        mesh = _mesh_cache(anatomy, bone)
+        plate, _, region = anatomy.plate_and_thickness(bone, mesh.centroids, mesh.normals, defects=False)
+        for centre, defect in table:
+            inside = plate & (np.linalg.norm(mesh.centroids - centre, axis=1) < defect.radius_mm * factor)
+            per_region = {name: round(float(mesh.areas[inside & (region == REGION_ID[name])].sum()), 4)
+                          for name in MOAKS_REGIONS if region_bone(name) == bone}
+            rows.append({"bone": bone, "region": defect.region, "radius_mm": defect.radius_mm * factor,
+                         "depth_fraction": defect.depth, "full_thickness": defect.full_thickness,
+                         "area_mm2": round(float(mesh.areas[inside].sum()), 4),
+                         "area_by_region_mm2": {k: v for k, v in per_region.items() if v > 0},
+                         "centre_bone_frame_mm": [round(float(v), 4) for v in centre]})
+    return rows

@@ -70,9 +70,9 @@ def region_rows(phantom: KneePhantom) -> list[dict]:
 
 def phantom_description(phantom: KneePhantom) -> dict:
     """Everything needed to regenerate the scan (anatomy, grid, pose, seeds) plus provenance."""
-    defects = [{"region": c_d[1].region, "radius_mm": c_d[1].radius_mm, "depth": c_d[1].depth,
-                "full_thickness": c_d[1].full_thickness, "centre_bone_frame_mm": [round(float(v), 4) for v in c_d[0]]}
-               for bone in PLATES for c_d in phantom.anatomy.defect_centres(bone)]
+    from ._knee_truth import defect_areas
+
+    defects = defect_areas(phantom.anatomy, change=phantom.change)
     anatomy = asdict(phantom.anatomy)
     anatomy.pop("defects")
     return {"generator": f"koaimg {__version__} procedural knee", "side": phantom.side.value, "seed": phantom.seed,
