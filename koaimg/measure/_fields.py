@@ -19,6 +19,12 @@ BINARY_SIGMA_MM = 0.55
 PROBABILITY_SIGMA_MM = 0.15
 #: blur for the field whose gradient gives the bone normal (smoother normals, same surface)
 NORMAL_SIGMA_MM = 1.0
+#: light blur of the binary bone + cartilage indicator used to find where a normal ray leaves the cartilage: a
+#: wide blur would round the plate's edges and defect walls; the staircase error it leaves is averaged instead by
+#: smoothing the thickness values along the plate (THICKNESS_SIGMA_MM)
+UNION_SIGMA_MM = 0.2
+#: tangential smoothing of per-point thickness measured on binary labels (neighbours on the same plate only)
+THICKNESS_SIGMA_MM = 0.7
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from ..core import CARTILAGE_ON_BONE, LabelSchemaError, LabelVolume, Structure
 from ._fields import (
     BINARY_SIGMA_MM,
     NORMAL_SIGMA_MM,
+    THICKNESS_SIGMA_MM,
+    UNION_SIGMA_MM,
     Crop,
     crop_around,
     smooth_indicator,
@@ -32,6 +34,8 @@ from ._kernels import normal_thickness_cpu
 #: thickness above this is implausible for knee cartilage: capped and flagged, never kept silently
 MAX_THICKNESS_MM = 6.0
 STEP_MM = 0.02
+#: range kernel of the bilateral thickness smoothing: about the largest staircase error of binary labels
+RANGE_SIGMA_MM = 0.3
 FLAG_CAPPED = 1
 FLAG_PROJECTION = 2
 FLAG_NO_SURFACE = 4
@@ -149,9 +153,12 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     p_cart = probabilities.get(cart_label)
     bone_field = (smooth_probability(np.asarray(p_bone)[sl], spacing) if p_bone is not None
                   else smooth_indicator(bone, spacing, BINARY_SIGMA_MM))
-    cart_field = (smooth_probability(np.asarray(p_cart)[sl], spacing) if p_cart is not None
-                  else smooth_indicator(cart, spacing, BINARY_SIGMA_MM))
-    union_field = np.clip(bone_field + cart_field, 0.0, 1.0)
+    if p_cart is not None:
+        union_field = np.clip(bone_field + smooth_probability(np.asarray(p_cart)[sl], spacing), 0.0, 1.0)
+    elif p_bone is not None:
+        union_field = np.clip(bone_field + smooth_indicator(cart, spacing, UNION_SIGMA_MM), 0.0, 1.0)
+    else:
+        union_field = smooth_indicator(bone | cart, spacing, UNION_SIGMA_MM)
     normal_field = smooth_indicator(bone, spacing, NORMAL_SIGMA_MM)
     jac = np.ascontiguousarray(labels.affine[:3, :3])
     jinv = np.ascontiguousarray(np.linalg.inv(jac))
@@ -174,10 +181,44 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     ijk_full = seeds + np.array(crop.lo)
     index_points = out[:, :3] + np.array(crop.lo)
     points = index_points @ labels.affine[:3, :3].T + labels.affine[:3, 3]
-    area = _point_areas(bone_field, crop, out[:, :3], spacing, labels.affine)
-    return ThicknessResult(plate=plate, structure=cart_label, method=method, ijk=ijk_full.astype(np.int32),
-                           points=points, normals=out[:, 3:6].copy(), thickness=thickness, denuded=denuded,
-                           area=area, flags=flags, affine=labels.affine.copy(), shape=labels.spatial_shape)
+    # a covered seed whose normal ray meets no cartilage lies just beyond the plate's edge: not part of the plate
+    beyond = ~denuded & np.isfinite(thickness) & (thickness < 0.25 * float(np.min(spacing)))
+    if p_cart is None and method == "normal":
+        thickness = _smooth_along_plate(points, thickness, ~denuded & ~beyond & np.isfinite(thickness))
+    keep = ~beyond
+    area = _point_areas(bone_field, crop, out[keep, :3], spacing, labels.affine)
+    return ThicknessResult(plate=plate, structure=cart_label, method=method, ijk=ijk_full[keep].astype(np.int32),
+                           points=points[keep], normals=out[keep, 3:6].copy(), thickness=thickness[keep],
+                           denuded=denuded[keep], area=area, flags=flags[keep], affine=labels.affine.copy(),
+                           shape=labels.spatial_shape)
+
+
+def _smooth_along_plate(points: np.ndarray, thickness: np.ndarray, use: np.ndarray,
+                        sigma_mm: float = THICKNESS_SIGMA_MM) -> np.ndarray:
+    """Gaussian-weighted mean of neighbouring covered points' thickness (within 2 sigma, same plate).
+
+    Binary labels put each ray's exit anywhere within half a voxel of the true surface; the error's phase varies
+    from point to point, so averaging neighbours removes it without blurring the plate's edges or lesion walls.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.spatial import cKDTree
+
+    idx = np.flatnonzero(use)
+    if idx.size < 2:
+        return thickness
+    tree = cKDTree(points[idx])
+    pairs = tree.sparse_distance_matrix(tree, 2.0 * sigma_mm, output_type="coo_matrix")
+    values = thickness[idx]
+    # bilateral: neighbours whose value differs by much more than the staircase error (a plate edge, a lesion
+    # wall) get little weight, so steps stay steps
+    diff = values[pairs.row] - values[pairs.col]
+    weights = np.exp(-(pairs.data**2) / (2 * sigma_mm**2) - diff**2 / (2 * RANGE_SIGMA_MM**2))
+    # the diagonal (distance 0) is not stored by sparse_distance_matrix: add each point's own weight 1
+    w = coo_matrix((weights, (pairs.row, pairs.col)), shape=(idx.size, idx.size)).tocsr()
+    smoothed = (w @ values + values) / (np.asarray(w.sum(axis=1)).ravel() + 1.0)
+    out = thickness.copy()
+    out[idx] = smoothed
+    return out
 
 
 def _nearest_thickness(union_field: np.ndarray, index_points: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -248,15 +248,18 @@ class KneeAnatomy:
         """Sagittal angle (deg) around the condylar axis: 0 distal, +90 anterior, -90 posterior."""
         return np.degrees(np.arctan2(p[:, 1], -p[:, 2]))
 
-    def tibial_margin_angles(self) -> tuple[float, float]:
-        """Femoral sagittal angles (deg) facing the anterior and posterior margins of the tibial plateau.
-
-        They play the part of the meniscal horn margins that MOAKS uses to split trochlea / central / posterior.
-        """
+    def tibial_margin_angles(self) -> dict[str, tuple[float, float]]:
+        """Per compartment, femoral sagittal angles (deg) facing the anterior and posterior margins of the tibial
+        cartilage plate: they play the part of the meniscal horn margins that MOAKS uses to split trochlea /
+        central / posterior, and are what a measurement can find from the tibial labels."""
         s = self.scale
-        ant = self.knee_from_tibia @ np.array([0.0, s * 21.0, 0.0, 1.0])
-        post = self.knee_from_tibia @ np.array([0.0, -s * 21.0, 0.0, 1.0])
-        return float(np.degrees(np.arctan2(ant[1], -ant[2]))), float(np.degrees(np.arctan2(post[1], -post[2])))
+        out = {}
+        for name, cx, ay in (("medial", -19.0, 19.0), ("lateral", 19.0, 17.0)):
+            ant = self.knee_from_tibia @ np.array([cx * s, ay * s, 0.0, 1.0])
+            post = self.knee_from_tibia @ np.array([cx * s, -ay * s, 0.0, 1.0])
+            out[name] = (float(np.degrees(np.arctan2(ant[1], -ant[2]))),
+                         float(np.degrees(np.arctan2(post[1], -post[2]))))
+        return out
 
     def plate_and_thickness(self, bone: str, p: np.ndarray, n: np.ndarray, *,
                             change: ThicknessChange | None = None, defects: bool = True
@@ -301,8 +304,10 @@ class KneeAnatomy:
         w_troch = np.clip((alpha - 25.0) / 40.0, 0.0, 1.0)
         troch_h = self.h_trochlea + np.where(x > 0, 0.3, 0.0)
         h = central_h * (1 - w_post - w_troch) + self.h_posterior * w_post + troch_h * w_troch
-        a_ant, a_post = self.tibial_margin_angles()
+        margins = self.tibial_margin_angles()
         lateral = x > 0.0
+        a_ant = np.where(lateral, margins["lateral"][0], margins["medial"][0])
+        a_post = np.where(lateral, margins["lateral"][1], margins["medial"][1])
         region = np.where(alpha > a_ant, np.where(lateral, REGION_ID["FLT"], REGION_ID["FMT"]),
                           np.where(alpha < a_post, np.where(lateral, REGION_ID["FLP"], REGION_ID["FMP"]),
                                    np.where(lateral, REGION_ID["FLC"], REGION_ID["FMC"])))
@@ -333,7 +338,7 @@ class KneeAnatomy:
         plate = (r2 < 1.0) & (n[:, 1] < -0.8)
         h = self.h_patella + 0.6 * (1.0 - r2) - 0.6
         # the median ridge belongs to the medial facet
-        region = np.where(x <= s * 1.0, REGION_ID["PM"], REGION_ID["PL"])
+        region = np.where(x <= 0.0, REGION_ID["PM"], REGION_ID["PL"])
         return plate, h, region
 
     def defect_centres(self, bone: str) -> list[tuple[np.ndarray, Defect]]:

@@ -1,0 +1,30 @@
+"""Cartilage measurement: sub-voxel thickness maps, MOAKS subregions, Eckstein metrics, MOAKS-style grades.
+
+Pure computation on arrays and koaimg.core types (no file I/O, no torch), usable on label maps from any source.
+"""
+
+from ._knee import METRIC_UNITS, REGION_CODE, KneeMeasurement, PlateMeasurement, measure_knee
+from ._moaks import expected_thickness, knee_summary, loss_masks, moaks_grade
+from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
+from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
+
+__all__ = [
+    "METRIC_UNITS",
+    "MOAKS_REGIONS",
+    "PLATE_STRUCTURES",
+    "REGION_CODE",
+    "KneeFrame",
+    "KneeMeasurement",
+    "PlateMeasurement",
+    "ThicknessResult",
+    "cartilage_thickness",
+    "expected_thickness",
+    "femoral_frame",
+    "femur_regions",
+    "knee_summary",
+    "loss_masks",
+    "measure_knee",
+    "moaks_grade",
+    "patella_regions",
+    "tibia_regions",
+]

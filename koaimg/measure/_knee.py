@@ -1,0 +1,163 @@
+"""Measure a whole knee from its labels: thickness per plate, MOAKS subregions, Eckstein metrics, MOAKS grades.
+
+Pure computation on arrays (no file I/O, no torch): returns tidy rows in the shared ``measures.csv`` schema plus the
+arrays exporters need (thickness volume, region volume, unrolled femoral map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import KneeSide, LabelVolume, LateralityError, Structure
+from ._moaks import knee_summary, loss_masks, moaks_grade
+from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
+from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
+
+REGION_CODE = {name: i + 1 for i, name in enumerate(MOAKS_REGIONS)}
+METRIC_UNITS = {"ThCtAB.Me": "mm", "ThCtAB.SD": "mm", "ThCtAB.Max": "mm", "ThCcAB.Me": "mm", "VC": "mm3",
+                "tAB": "mm2", "cAB": "mm2", "dAB%": "%", "any_loss_area%": "%", "full_thickness_area%": "%",
+                "moaks_any_loss_grade": "grade", "moaks_full_thickness_grade": "grade"}
+
+
+@dataclass
+class PlateMeasurement:
+    """One plate: per-point thickness, region and loss flags, and per-region values."""
+
+    result: ThicknessResult
+    regions: np.ndarray
+    any_loss: np.ndarray
+    full_loss: np.ndarray
+    expected: np.ndarray
+    rows: list[dict]
+
+
+@dataclass
+class KneeMeasurement:
+    """Everything measured on one knee."""
+
+    side: KneeSide
+    frame: KneeFrame
+    plates: dict[str, PlateMeasurement]
+    summary: dict[str, float | str]
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self, *, subject: str = "", visit: str = "", modality: str = "MR") -> list[dict]:
+        """Tidy rows: subject, visit, modality, side, structure, scheme, region, metric, value, unit."""
+        out = []
+        for plate in self.plates.values():
+            for r in plate.rows:
+                for metric, unit in METRIC_UNITS.items():
+                    if metric not in r or r[metric] is None:
+                        continue
+                    out.append({"subject": subject, "visit": visit, "modality": modality, "side": self.side.value,
+                                "structure": plate.result.structure.key, "scheme": "moaks", "region": r["region"],
+                                "metric": metric, "value": float(r[metric]), "unit": unit})
+        return out
+
+    def region_volume(self) -> np.ndarray:
+        """(I, J, K) uint8: MOAKS region code (1..14, ``MOAKS_REGIONS`` order) on each interface voxel."""
+        shape = next(iter(self.plates.values())).result.shape
+        out = np.zeros(shape, dtype=np.uint8)
+        for plate in self.plates.values():
+            codes = np.array([REGION_CODE.get(r, 0) for r in plate.regions], dtype=np.uint8)
+            out[tuple(plate.result.ijk.T)] = codes
+        return out
+
+    def thickness_volume(self) -> np.ndarray:
+        """(I, J, K) float32: thickness (mm) on every plate's interface voxels, 0 elsewhere."""
+        plates = list(self.plates.values())
+        out = plates[0].result.thickness_volume()
+        for plate in plates[1:]:
+            vol = plate.result.thickness_volume()
+            mask = plate.result.interface_mask()
+            out[mask] = vol[mask]
+        return out
+
+
+def _region_rows(result: ThicknessResult, regions: np.ndarray, any_loss: np.ndarray, full: np.ndarray,
+                 cartilage_volume: dict[str, float], names: tuple[str, ...]) -> list[dict]:
+    rows = []
+    finite = np.isfinite(result.thickness)
+    for name in ("all", *names):
+        sel = (regions == name if name != "all" else np.ones(len(regions), bool)) & finite
+        area = result.area[sel]
+        t_ab = float(area.sum())
+        if t_ab <= 0:
+            continue
+        h = result.thickness[sel]
+        covered = ~result.denuded[sel]
+        c_ab = float(area[covered].sum())
+        mean = float((h * area).sum() / t_ab)
+        any_pct = 100.0 * float(area[any_loss[sel]].sum()) / t_ab
+        full_pct = 100.0 * float(area[full[sel]].sum()) / t_ab
+        rows.append({
+            "region": name, "tAB": t_ab, "cAB": c_ab, "dAB%": 100.0 * (t_ab - c_ab) / t_ab, "ThCtAB.Me": mean,
+            "ThCtAB.SD": float(np.sqrt((((h - mean) ** 2) * area).sum() / t_ab)),
+            "ThCtAB.Max": float(h.max()),
+            "ThCcAB.Me": float((h[covered] * area[covered]).sum() / c_ab) if c_ab else 0.0,
+            "VC": cartilage_volume.get(name, 0.0), "any_loss_area%": any_pct, "full_thickness_area%": full_pct,
+            "moaks_any_loss_grade": moaks_grade(any_pct) if name != "all" else None,
+            "moaks_full_thickness_grade": moaks_grade(full_pct) if name != "all" else None,
+        })
+    return rows
+
+
+def _cartilage_volume_by_region(labels: LabelVolume, structure: Structure, result: ThicknessResult,
+                                regions: np.ndarray, probabilities: dict | None) -> dict[str, float]:
+    """VC per region: each cartilage voxel belongs to the region of its nearest interface point."""
+    from scipy.spatial import cKDTree
+
+    mask = labels.mask(structure)
+    idx = np.argwhere(mask)
+    weights = np.ones(len(idx))
+    if probabilities and structure in probabilities:
+        prob = np.asarray(probabilities[structure])
+        idx = np.argwhere(prob > 0)
+        weights = prob[tuple(idx.T)]
+    world = labels.index_to_world(idx)
+    _, nearest = cKDTree(result.points).query(world)
+    voxel = labels.voxel_volume_mm3
+    out = {"all": float(weights.sum() * voxel)}
+    for name in np.unique(regions):
+        out[str(name)] = float(weights[regions[nearest] == name].sum() * voxel)
+    return out
+
+
+def measure_knee(labels: LabelVolume, *, side: KneeSide | str | None = None,
+                 probabilities: dict[Structure, np.ndarray] | None = None, method: str = "normal",
+                 plates: tuple[str, ...] | None = None) -> KneeMeasurement:
+    """Thickness, MOAKS subregions, Eckstein metrics and MOAKS-style grades for every labelled cartilage plate.
+
+    ``side`` defaults to ``labels.meta.side``; a knee of unknown side is refused (medial/lateral would be a guess).
+    """
+    side = KneeSide(side) if side is not None else labels.meta.side
+    if side not in (KneeSide.RIGHT, KneeSide.LEFT):
+        raise LateralityError("the knee side is not known, so medial and lateral cannot be named",
+                              hint="pass --side right|left (or use a file whose tags or fibula label give it)")
+    wanted = plates or tuple(p for p, (_, cart) in PLATE_STRUCTURES.items() if labels.mask(cart).any())
+    if "femur" not in wanted:
+        raise LateralityError("no femoral cartilage: the knee frame is built from the femur",
+                              hint="label the femur and femoral cartilage")
+    results = {p: cartilage_thickness(labels, plate=p, method=method, probabilities=probabilities) for p in wanted}
+    femur = results["femur"]
+    covered = ~femur.denuded
+    tib = results.get("tibia")
+    frame = femoral_frame(femur.points[covered], femur.normals[covered], side,
+                          None if tib is None else tib.points[~tib.denuded])
+    measured: dict[str, PlateMeasurement] = {}
+    spacing = labels.spacing
+    for plate, result in results.items():
+        if plate == "femur":
+            regions, names = femur_regions(frame, result.points), MOAKS_REGIONS[:6]
+        elif plate == "tibia":
+            regions, names = tibia_regions(frame, result.points, result.normals), MOAKS_REGIONS[6:12]
+        else:
+            regions, names = patella_regions(frame, result.points), MOAKS_REGIONS[12:]
+        any_loss, full, expected = loss_masks(result.ijk, result.thickness, result.denuded, result.shape, spacing)
+        volumes = _cartilage_volume_by_region(labels, result.structure, result, regions, probabilities)
+        rows = _region_rows(result, regions, any_loss, full, volumes, names)
+        measured[plate] = PlateMeasurement(result, regions, any_loss, full, expected, rows)
+    all_rows = [r for m in measured.values() for r in m.rows if r["region"] != "all"]
+    return KneeMeasurement(side, frame, measured, knee_summary(all_rows), notes=list(frame.notes))
