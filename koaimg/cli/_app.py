@@ -38,7 +38,7 @@ def _root(
 
 
 def _register() -> None:
-    from . import _doctor, _inspect, _synth  # noqa: F401  (commands register themselves on ``app``)
+    from . import _doctor, _inspect, _measure, _synth  # noqa: F401  (commands register themselves on ``app``)
 
 
 def main() -> None:

@@ -155,7 +155,8 @@ def measure_knee(labels: LabelVolume, *, side: KneeSide | str | None = None,
             regions, names = tibia_regions(frame, result.points, result.normals), MOAKS_REGIONS[6:12]
         else:
             regions, names = patella_regions(frame, result.points), MOAKS_REGIONS[12:]
-        any_loss, full, expected = loss_masks(result.ijk, result.thickness, result.denuded, result.shape, spacing)
+        any_loss, full, expected = loss_masks(result.ijk, result.thickness, result.denuded, result.shape, spacing,
+                                              edge_distance=result.edge_distance)
         volumes = _cartilage_volume_by_region(labels, result.structure, result, regions, probabilities)
         rows = _region_rows(result, regions, any_loss, full, volumes, names)
         measured[plate] = PlateMeasurement(result, regions, any_loss, full, expected, rows)

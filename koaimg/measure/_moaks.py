@@ -15,6 +15,9 @@ from scipy import ndimage
 
 REFERENCE_SIGMA_MM = 6.0
 LOSS_FRACTION = 0.7
+#: partial loss is not called within this distance of the plate's outer margin, where cartilage thins naturally
+#: (a denuded hole is always counted: it is enclosed by cartilage by construction)
+MARGIN_MM = 2.0
 
 
 def moaks_grade(percent: float) -> int:
@@ -57,10 +60,11 @@ def expected_thickness(ijk: np.ndarray, thickness: np.ndarray, shape: tuple[int,
 
 
 def loss_masks(ijk: np.ndarray, thickness: np.ndarray, denuded: np.ndarray, shape: tuple[int, int, int],
-               spacing: np.ndarray, *, reference: np.ndarray | None = None,
+               spacing: np.ndarray, *, reference: np.ndarray | None = None, edge_distance: np.ndarray | None = None,
                loss_fraction: float = LOSS_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(any_loss, full_thickness_loss, expected thickness) per point. ``reference`` overrides the self-reference
-    (a normative thickness per point, e.g. from an atlas)."""
+    (a normative thickness per point, e.g. from an atlas); ``edge_distance`` (mm to the plate margin) keeps the
+    naturally thin margin from being called partial loss."""
     if reference is None:
         first = expected_thickness(ijk, thickness, shape, spacing)
         suspect = thickness < loss_fraction * first
@@ -68,6 +72,8 @@ def loss_masks(ijk: np.ndarray, thickness: np.ndarray, denuded: np.ndarray, shap
     full = denuded.copy()
     with np.errstate(invalid="ignore"):
         partial = np.isfinite(thickness) & (thickness < loss_fraction * reference)
+    if edge_distance is not None:
+        partial &= edge_distance >= MARGIN_MM
     return partial | full, full, reference
 
 

@@ -107,8 +107,7 @@ def femoral_frame(points_ras: np.ndarray, normals_ras: np.ndarray, side: KneeSid
     yc, zc, r = _circle_fit(p[back_or_down, 1], p[back_or_down, 2])
     frame.condyle_centre, frame.condyle_radius = (yc, zc), r
     alpha = frame.sagittal_angle(p)
-    for name, sel in (("medial", p[:, 0] <= frame.notch_x), ("lateral", p[:, 0] > frame.notch_x)):
-        frame.margins[name] = DEFAULT_MARGINS
+    frame.margins = {"medial": DEFAULT_MARGINS, "lateral": DEFAULT_MARGINS}
     if tibial_points_ras is not None and len(tibial_points_ras) > 20:
         t = frame.apply(tibial_points_ras)
         for name, sel in (("medial", t[:, 0] <= frame.notch_x), ("lateral", t[:, 0] > frame.notch_x)):
@@ -124,18 +123,30 @@ def femoral_frame(points_ras: np.ndarray, normals_ras: np.ndarray, side: KneeSid
     return frame
 
 
-def _groove(p: np.ndarray, bin_mm: float = 1.5) -> float:
-    """Lateral position of the deepest point of the trochlear groove: the x bin whose bone surface lies least
-    anterior (minimum of the per-bin 90th-percentile y), searched between the two facets."""
+def _groove(p: np.ndarray, bin_mm: float = 1.0) -> float:
+    """Lateral position of the deepest point of the trochlear groove.
+
+    Per 1 mm lateral bin, the most anterior extent of the trochlear bone surface (90th percentile of y); the groove
+    is the lowest bin between the two highest ridges (the medial and lateral facets) on either side of the middle.
+    """
     x = p[:, 0]
-    edges = np.arange(np.percentile(x, 10), np.percentile(x, 90) + bin_mm, bin_mm)
-    if edges.size < 4:
+    edges = np.arange(np.percentile(x, 2), np.percentile(x, 98) + bin_mm, bin_mm)
+    if edges.size < 6:
         return float(np.median(x))
     idx = np.digitize(x, edges)
-    heights = np.array([np.percentile(p[idx == i, 1], 90) if np.any(idx == i) else np.nan
+    heights = np.array([np.percentile(p[idx == i, 1], 90) if np.count_nonzero(idx == i) >= 5 else np.nan
                         for i in range(1, edges.size)])
     centres = 0.5 * (edges[1:] + edges[:-1])
-    return float(centres[np.nanargmin(heights)])
+    mid = float(np.median(x))
+    left = np.flatnonzero((centres < mid) & np.isfinite(heights))
+    right = np.flatnonzero((centres >= mid) & np.isfinite(heights))
+    if left.size == 0 or right.size == 0:
+        return mid
+    ridge_l = left[np.argmax(heights[left])]
+    ridge_r = right[np.argmax(heights[right])]
+    between = np.arange(ridge_l, ridge_r + 1)
+    between = between[np.isfinite(heights[between])]
+    return float(centres[between[np.argmin(heights[between])]])
 
 
 def femur_regions(frame: KneeFrame, points_ras: np.ndarray) -> np.ndarray:

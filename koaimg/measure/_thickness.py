@@ -69,6 +69,8 @@ class ThicknessResult:
     flags: np.ndarray
     affine: np.ndarray
     shape: tuple[int, int, int]
+    #: (N,) mm from each point to the nearest bare bone surface outside the plate (lesions are not edges)
+    edge_distance: np.ndarray | None = None
 
     @property
     def n_flagged(self) -> int:
@@ -89,7 +91,7 @@ class ThicknessResult:
         return out
 
 
-def _interface_voxels(bone: np.ndarray, cart: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _interface_voxels(bone: np.ndarray, cart: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Covered interface voxels (bone touching cartilage, 26-neighbourhood) and denuded ones (bone-surface voxels in
     holes of the plate: uncovered surface components that do not reach the edge of the crop)."""
     cube = np.ones((3, 3, 3), bool)
@@ -98,12 +100,12 @@ def _interface_voxels(bone: np.ndarray, cart: np.ndarray) -> tuple[np.ndarray, n
     bare = surface & ~covered
     components, n = ndimage.label(bare, cube)
     if n == 0:
-        return covered, np.zeros_like(bone)
+        return covered, np.zeros_like(bone), bare
     border = np.zeros_like(bone)
     border[[0, -1], :, :] = border[:, [0, -1], :] = border[:, :, [0, -1]] = True
     touching = np.unique(components[border & bare])
     holes = np.isin(components, touching, invert=True) & bare
-    return covered, holes
+    return covered, holes, bare & ~holes
 
 
 def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: str = "normal",
@@ -146,8 +148,11 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     crop = crop_around(cart_full, spacing, margin_mm=8.0)
     sl = crop.slices
     bone, cart = bone_full[sl], cart_full[sl]
-    covered, holes = _interface_voxels(bone, cart)
+    covered, holes, outside = _interface_voxels(bone, cart)
     seeds = np.argwhere(covered | holes)
+    edge_distance = ndimage.distance_transform_edt(~outside, sampling=spacing)[tuple(seeds.T)]
+    hole_distance = (ndimage.distance_transform_edt(~holes, sampling=spacing)[tuple(seeds.T)] if holes.any()
+                     else np.full(len(seeds), np.inf))
     probabilities = probabilities or {}
     p_bone = probabilities.get(bone_label)
     p_cart = probabilities.get(cart_label)
@@ -181,8 +186,13 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     ijk_full = seeds + np.array(crop.lo)
     index_points = out[:, :3] + np.array(crop.lo)
     points = index_points @ labels.affine[:3, :3].T + labels.affine[:3, 3]
-    # a covered seed whose normal ray meets no cartilage lies just beyond the plate's edge: not part of the plate
-    beyond = ~denuded & np.isfinite(thickness) & (thickness < 0.25 * float(np.min(spacing)))
+    # a covered seed whose normal ray meets no cartilage is bare bone: at a lesion's rim it is denuded, at the
+    # plate's outer edge it is beyond the plate
+    bare_ray = ~denuded & np.isfinite(thickness) & (thickness < 0.25 * float(np.min(spacing)))
+    rim = bare_ray & (hole_distance < edge_distance)
+    denuded = denuded | rim
+    thickness[rim] = 0.0
+    beyond = bare_ray & ~rim
     if p_cart is None and method == "normal":
         thickness = _smooth_along_plate(points, thickness, ~denuded & ~beyond & np.isfinite(thickness))
     keep = ~beyond
@@ -190,7 +200,7 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     return ThicknessResult(plate=plate, structure=cart_label, method=method, ijk=ijk_full[keep].astype(np.int32),
                            points=points[keep], normals=out[keep, 3:6].copy(), thickness=thickness[keep],
                            denuded=denuded[keep], area=area, flags=flags[keep], affine=labels.affine.copy(),
-                           shape=labels.spatial_shape)
+                           shape=labels.spatial_shape, edge_distance=edge_distance[keep])
 
 
 def _smooth_along_plate(points: np.ndarray, thickness: np.ndarray, use: np.ndarray,
