@@ -175,7 +175,7 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     thickness = out[:, 6].copy()
     denuded = holes[tuple(seeds.T)]
     if method == "nearest":
-        thickness = _nearest_thickness(union_field, out[:, :3], spacing)
+        thickness = _nearest_thickness(bone, cart, out[:, :3], spacing)
     missing = (thickness < 0) & ~denuded
     flags[missing] |= FLAG_NO_SURFACE
     thickness[missing] = np.nan
@@ -231,13 +231,16 @@ def _smooth_along_plate(points: np.ndarray, thickness: np.ndarray, use: np.ndarr
     return out
 
 
-def _nearest_thickness(union_field: np.ndarray, index_points: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Distance from each bone-surface point to the nearest outside-of-(bone + cartilage) voxel, sub-voxel by
-    interpolating the Euclidean distance map of the outside region (half a voxel subtracted for its centre)."""
-    outside = union_field < 0.5
-    dist = ndimage.distance_transform_edt(~outside, sampling=spacing).astype(np.float32)
+def _nearest_thickness(bone: np.ndarray, cart: np.ndarray, index_points: np.ndarray,
+                       spacing: np.ndarray) -> np.ndarray:
+    """Distance from each bone-surface point to the nearest point of the articular surface (outside voxels touching
+    cartilage, not the bare bone beyond the plate), from a Euclidean distance map; half a voxel is subtracted for
+    the outside voxel's centre."""
     from ._kernels import trilinear
 
+    outside = ~(bone | cart)
+    articular = outside & ndimage.binary_dilation(cart, np.ones((3, 3, 3), bool))
+    dist = ndimage.distance_transform_edt(~articular, sampling=spacing).astype(np.float32)
     values = np.array([trilinear(dist, *p) for p in index_points])
     return np.maximum(values - 0.5 * float(np.min(spacing)), 0.0)
 

@@ -116,10 +116,14 @@ def test_nearest_method_is_a_lower_bound_cross_check(phantom):
     index = {tuple(v): n for n, v in enumerate(nearest.ijk)}
     pairs = np.array([(n, index[tuple(v)]) for n, v in enumerate(normal.ijk)
                       if tuple(v) in index and not normal.denuded[n]])
-    a, b = normal.thickness[pairs[:, 0]], nearest.thickness[pairs[:, 1]]
     assert len(pairs) > 0.9 * len(normal.ijk)
-    assert np.median(b - a) < 0.05
-    assert np.corrcoef(a, b)[0, 1] > 0.8
+    # nearest-neighbour thickness is never longer than the normal ray, and near plate edges and lesion walls it
+    # finds the side wall (the known low bias of the method); in the plate's interior the two agree
+    interior = normal.edge_distance[pairs[:, 0]] >= 4.0
+    a, b = normal.thickness[pairs[:, 0]], nearest.thickness[pairs[:, 1]]
+    assert np.median(b - a) <= 0.02
+    assert abs(np.median(b[interior] - a[interior])) < 0.15
+    assert np.corrcoef(a[interior], b[interior])[0, 1] > 0.8
 
 
 def test_refusals(phantom):
