@@ -109,13 +109,19 @@ def _cartilage_volume_by_region(labels: LabelVolume, structure: Structure, resul
     """VC per region: each cartilage voxel belongs to the region of its nearest interface point."""
     from scipy.spatial import cKDTree
 
-    mask = labels.mask(structure)
-    idx = np.argwhere(mask)
-    weights = np.ones(len(idx))
+    # cartilage lies within a few mm of its interface points: search only their bounding box
+    margin = np.ceil(8.0 / labels.spacing).astype(int)
+    lo = np.maximum(result.ijk.min(axis=0) - margin, 0)
+    hi = np.minimum(result.ijk.max(axis=0) + margin + 1, np.array(labels.spatial_shape))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     if probabilities and structure in probabilities:
-        prob = np.asarray(probabilities[structure])
+        prob = np.asarray(probabilities[structure])[box]
         idx = np.argwhere(prob > 0)
         weights = prob[tuple(idx.T)]
+    else:
+        idx = np.argwhere(labels.array[box] == int(structure))
+        weights = np.ones(len(idx))
+    idx = idx + lo
     world = labels.index_to_world(idx)
     _, nearest = cKDTree(result.points).query(world)
     voxel = labels.voxel_volume_mm3
@@ -147,7 +153,6 @@ def measure_knee(labels: LabelVolume, *, side: KneeSide | str | None = None,
     frame = femoral_frame(femur.points[covered], femur.normals[covered], side,
                           None if tib is None else tib.points[~tib.denuded])
     measured: dict[str, PlateMeasurement] = {}
-    spacing = labels.spacing
     for plate, result in results.items():
         if plate == "femur":
             regions, names = femur_regions(frame, result.points), MOAKS_REGIONS[:6]
@@ -155,7 +160,7 @@ def measure_knee(labels: LabelVolume, *, side: KneeSide | str | None = None,
             regions, names = tibia_regions(frame, result.points, result.normals), MOAKS_REGIONS[6:12]
         else:
             regions, names = patella_regions(frame, result.points), MOAKS_REGIONS[12:]
-        any_loss, full, expected = loss_masks(result.ijk, result.thickness, result.denuded, result.shape, spacing,
+        any_loss, full, expected = loss_masks(result.points, result.thickness, result.denuded,
                                               edge_distance=result.edge_distance)
         volumes = _cartilage_volume_by_region(labels, result.structure, result, regions, probabilities)
         rows = _region_rows(result, regions, any_loss, full, volumes, names)

@@ -63,7 +63,7 @@ def test_pointwise_accuracy_on_dess_grid(phantom, anatomy, source, interior_mae)
 
 def test_denuded_bone_counts_as_zero(phantom, anatomy):
     result = cartilage_thickness(phantom.labels)
-    plate, h, _ = _truth(phantom, anatomy, result.points)
+    _, h, _ = _truth(phantom, anatomy, result.points)
     assert result.denuded.sum() > 50
     assert np.all(result.thickness[result.denuded] == 0)
     assert np.mean(h[result.denuded] == 0) > 0.9  # denuded points lie in the true full-thickness lesion
