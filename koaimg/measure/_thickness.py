@@ -110,7 +110,7 @@ def _interface_voxels(bone: np.ndarray, cart: np.ndarray) -> tuple[np.ndarray, n
 
 def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: str = "normal",
                         probabilities: dict[Structure, np.ndarray] | None = None,
-                        max_mm: float = MAX_THICKNESS_MM) -> ThicknessResult:
+                        max_mm: float = MAX_THICKNESS_MM, device: str = "cpu") -> ThicknessResult:
     """Thickness of one cartilage plate at every bone-interface point.
 
     Parameters
@@ -126,6 +126,8 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
         (I, J, K) array in [0, 1]); they replace the blurred binary indicators and give sub-voxel accuracy.
     max_mm : float
         Values above are capped and flagged.
+    device : {"cpu", "cuda", "auto"}
+        Where the ray kernel runs (the fields and tables stay on the CPU); ``auto`` uses a GPU when present.
 
     Returns
     -------
@@ -166,9 +168,8 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     normal_field = smooth_indicator(bone, spacing, NORMAL_SIGMA_MM)
     jac = np.ascontiguousarray(labels.affine[:3, :3])
     jinv = np.ascontiguousarray(np.linalg.inv(jac))
-    out = np.zeros((len(seeds), 8))
-    normal_thickness_cpu(bone_field, union_field, seeds.astype(np.float64), jac, jinv, normal_field, STEP_MM,
-                         max_mm + 1.0, out)
+    out = _run_kernel(device, bone_field, union_field, seeds.astype(np.float64), jac, jinv, normal_field,
+                      max_mm + 1.0)
     flags = np.zeros(len(seeds), np.uint8)
     flags[out[:, 7] == 0] |= FLAG_PROJECTION
     thickness = out[:, 6].copy()
@@ -227,6 +228,25 @@ def _smooth_along_plate(points: np.ndarray, thickness: np.ndarray, use: np.ndarr
     smoothed = (w @ values + values) / (np.asarray(w.sum(axis=1)).ravel() + 1.0)
     out = thickness.copy()
     out[idx] = smoothed
+    return out
+
+
+def _run_kernel(device: str, bone_field: np.ndarray, union_field: np.ndarray, seeds: np.ndarray, jac: np.ndarray,
+                jinv: np.ndarray, normal_field: np.ndarray, max_mm: float) -> np.ndarray:
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device in ("cuda", "auto"):
+        from ._cuda import cuda_usable, normal_thickness_cuda
+
+        if cuda_usable():
+            return normal_thickness_cuda(bone_field, union_field, seeds, jinv, normal_field, STEP_MM, max_mm)
+        if device == "cuda":
+            from ..core import ModelError
+
+            raise ModelError("no CUDA device is usable for the thickness kernel",
+                             hint="use --device cpu, or install koaimg[gpu] on a machine with an NVIDIA GPU")
+    out = np.zeros((len(seeds), 8))
+    normal_thickness_cpu(bone_field, union_field, seeds, jac, jinv, normal_field, STEP_MM, max_mm, out)
     return out
 
 
