@@ -31,12 +31,24 @@ lint: setup
 sample-data: setup
 	$(PY) pipelines/make_sample_data.py sample_data
 
+DEMO_OUT ?= out/demo
+
 demo: setup
-	@echo "koaimg demo: ingestion of sample_data/ (segmentation, measurement and change arrive with later work)"
+	@echo "== koaimg demo 1/3: what is in sample_data/ (one subject, baseline + 6-month MR and ultrasound)"
 	$(VENV)/bin/koaimg inspect sample_data
+	@echo "== koaimg demo 2/3: measure the baseline and 6-month knee from their label maps"
+	@echo "   (the phantom's own labels stand in for segmentation until the segmentation model lands)"
+	$(VENV)/bin/koaimg measure sample_data/ground_truth/SAMPLE-01/baseline/MR/labels.nii.gz --side right \
+		--subject SAMPLE-01 --visit baseline -o $(DEMO_OUT)/SAMPLE-01/baseline/MR
+	$(VENV)/bin/koaimg measure sample_data/ground_truth/SAMPLE-01/month6/MR/labels.nii.gz --side right \
+		--subject SAMPLE-01 --visit month6 -o $(DEMO_OUT)/SAMPLE-01/month6/MR
+	@echo "== koaimg demo 3/3: outputs in $(DEMO_OUT) (thickness.nii.gz, regions.nii.gz, measures.csv, moaks.json,"
+	@echo "   femoral_thickness_map.png per visit)"
 
 bench: setup
 	$(PY) pipelines/bench_ingest.py
+	$(PY) pipelines/bench_synth.py
+	$(PY) pipelines/bench_measure.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info pipelines/out
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info pipelines/out out
