@@ -19,6 +19,7 @@ from ._errors import (
     UnsupportedTransferSyntaxError,
 )
 from ._geometry import LPS_TO_RAS, axis_codes, plane_of_normal, validate_affine
+from ._grading import MOAKS_CUTPOINTS, moaks_grade
 from ._labels import (
     CARTILAGE_ON_BONE,
     PRESETS,
@@ -36,6 +37,7 @@ from ._volume import LabelVolume, Volume, VolumeMeta
 __all__ = [
     "CARTILAGE_ON_BONE",
     "LPS_TO_RAS",
+    "MOAKS_CUTPOINTS",
     "PRESETS",
     "STRUCTURE_COLOURS",
     "CalibrationError",
@@ -68,6 +70,7 @@ __all__ = [
     "axis_codes",
     "decide_side",
     "load_preset_json",
+    "moaks_grade",
     "parse_label_table",
     "plane_of_normal",
     "side_from_anatomy",

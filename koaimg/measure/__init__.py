@@ -3,8 +3,9 @@
 Pure computation on arrays and koaimg.core types (no file I/O, no torch), usable on label maps from any source.
 """
 
+from ..core import moaks_grade
 from ._knee import METRIC_UNITS, REGION_CODE, KneeMeasurement, PlateMeasurement, measure_knee
-from ._moaks import expected_thickness, knee_summary, loss_masks, moaks_grade
+from ._moaks import expected_thickness, knee_summary, loss_masks
 from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
 from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import KneeSide, LabelVolume, LateralityError, Structure
-from ._moaks import knee_summary, loss_masks, moaks_grade
+from ..core import KneeSide, LabelVolume, LateralityError, Structure, moaks_grade
+from ._moaks import knee_summary, loss_masks
 from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
 from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
 

@@ -20,17 +20,6 @@ LOSS_FRACTION = 0.7
 MARGIN_MM = 2.0
 
 
-def moaks_grade(percent: float) -> int:
-    """MOAKS area grade: 0 none, 1 <10 %, 2 10-75 %, 3 >75 %."""
-    if percent <= 0.0:
-        return 0
-    if percent < 10.0:
-        return 1
-    if percent <= 75.0:
-        return 2
-    return 3
-
-
 def expected_thickness(points: np.ndarray, thickness: np.ndarray, *, sigma_mm: float = REFERENCE_SIGMA_MM,
                        exclude: np.ndarray | None = None, cell_mm: float = 1.0) -> np.ndarray:
     """Gaussian-weighted local mean of covered thickness around each point (normalised convolution).

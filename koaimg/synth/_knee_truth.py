@@ -13,21 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.measure import marching_cubes
 
+from ..core import moaks_grade
 from ._knee_anatomy import MOAKS_REGIONS, PLATES, REGION_ID, KneeAnatomy, ThicknessChange, region_bone
 from ._knee_sdf import foot_points, sdf_on_grid
 
 MESH_STEP_MM = 0.4
-
-
-def moaks_grade(percent: float) -> int:
-    """MOAKS area grade: 0 none, 1 <10 %, 2 10-75 %, 3 >75 % of the subregion's surface."""
-    if percent <= 0.0:
-        return 0
-    if percent < 10.0:
-        return 1
-    if percent <= 75.0:
-        return 2
-    return 3
 
 
 def _bbox(anatomy: KneeAnatomy, bone: str) -> tuple[np.ndarray, np.ndarray]:
