@@ -8,6 +8,7 @@ from ._knee_anatomy import MOAKS_REGIONS, REGION_ID, Defect, KneeAnatomy, Thickn
 from ._knee_phantom import ACQUISITIONS, Acquisition, KneePhantom, Pose, make_knee_phantom
 from ._knee_truth import PlateTruth, knee_truth, moaks_grade, plate_truth, surface_mesh
 from ._longitudinal import PhantomPair, make_pair, point_delta
+from ._shells import ShellPhantom, shell_phantom
 from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Contrast, Tissue
 from ._us import USPhantom, USPhantomSpec, follow_up_spec, make_us_phantom, random_us_spec, write_us_phantom
 from ._write import interface_rows, region_rows, visit_date, write_knee_phantom, write_pair
@@ -29,6 +30,7 @@ __all__ = [
     "PlateTruth",
     "Pose",
     "RandomisationSpec",
+    "ShellPhantom",
     "SubjectPlan",
     "SynthesisSpecError",
     "ThicknessChange",
@@ -51,6 +53,7 @@ __all__ = [
     "random_us_spec",
     "region_rows",
     "rician_noise",
+    "shell_phantom",
     "signal_from_fractions",
     "surface_mesh",
     "synthesize_from_labels",
