@@ -2,7 +2,7 @@
 # choose the torch build:
 #   CPU:  docker build -t koaimg .
 #   CUDA: docker build -t koaimg:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 \
-#                      --build-arg EXTRAS=dev,dicom-codecs,gpu .
+#                      --build-arg EXTRAS=dev,dicom-codecs,stats,report,cluster,qa,gpu .
 #         docker run --gpus all -v /data:/data koaimg:cuda doctor
 # PyTorch CUDA wheels bundle cudart/cuDNN/cuBLAS and numba-cuda[cu12] brings NVVM, so the host needs only the NVIDIA
 # driver and the container toolkit.
@@ -11,7 +11,7 @@ FROM ${PYTHON_IMAGE}
 
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=
-ARG EXTRAS=dev,dicom-codecs
+ARG EXTRAS=dev,dicom-codecs,stats,report,cluster,qa
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The dev/CI path pins the CPU-capable torch wheel; the Dockerfile overrides these for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,dicom-codecs
+EXTRAS ?= dev,dicom-codecs,stats,report,cluster,qa
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-all lint demo sample-data bench clean
