@@ -82,7 +82,10 @@ def test_regions_and_moaks_grades_match_truth(phantom):
             assert row["moaks_any_loss_grade"] == t["moaks_any_loss_grade"], row["region"]
             assert row["moaks_full_thickness_grade"] == t["moaks_full_thickness_grade"], row["region"]
             assert row["tAB"] == pytest.approx(t["tAB"], rel=0.25), row["region"]
-            assert row["ThCtAB.Me"] == pytest.approx(t["ThCtAB.Me"], abs=0.25), row["region"]
+            # regions come from landmarks (notch, groove, tibial margins) found on the labels, so a little of
+            # this is boundary placement; the plate outline itself is sub-voxel (tAB within a few %)
+            assert row["ThCtAB.Me"] == pytest.approx(t["ThCtAB.Me"], abs=0.08), row["region"]
+            assert row["dAB%"] == pytest.approx(t["dAB%"], abs=2.0), row["region"]
             graded += 1
     assert graded == 14
     assert measurement.summary["moaks_summed_score_pos_worse"] == 2 + 2 + 1 + 2 + 2  # FMC 2.2, FLT 1.0, TLC 2.2
