@@ -2,5 +2,6 @@
 
 from ..io import DiscoveryReport, discover
 from ._environment import environment_report
+from ._segment import segment_file
 
-__all__ = ["DiscoveryReport", "discover", "environment_report"]
+__all__ = ["DiscoveryReport", "discover", "environment_report", "segment_file"]

@@ -1,0 +1,85 @@
+"""Clean-up of predicted labels: one connected bone per structure, cartilage plates that sit on their bone, and
+warnings for fields of view the model cannot have been meant for (both knees, no knee)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..core import CARTILAGE_ON_BONE, Structure
+
+__all__ = ["clean_labels", "field_of_view_warnings"]
+
+BONES = (Structure.FEMUR, Structure.TIBIA, Structure.PATELLA)
+CARTILAGES = (Structure.FEMORAL_CARTILAGE, Structure.TIBIAL_CARTILAGE, Structure.PATELLAR_CARTILAGE)
+#: a second femur at least this fraction of the first, this far away (mm), means both knees are in the image
+BILATERAL_FRACTION, BILATERAL_DISTANCE_MM = 0.3, 60.0
+#: below this the structure counts as absent (mL)
+MIN_FEMUR_ML, MIN_CARTILAGE_ML = 5.0, 0.2
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lab, n = ndimage.label(mask)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return lab, sizes
+
+
+def _bone_of(cartilage: Structure) -> Structure:
+    return Structure(int(CARTILAGE_ON_BONE[cartilage]))
+
+
+def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
+    """Keep the largest component of each bone; keep the cartilage components that touch their bone.
+
+    Keeping only the largest cartilage component would delete a whole tibial plate (medial and lateral tibial
+    cartilage are separate components) or a femoral fragment isolated by a defect, so cartilage is kept per component
+    when it touches its own bone (or is the largest one when the bone is absent); stray specks elsewhere go.
+    """
+    out = labels.copy()
+    for bone in BONES:
+        comp, sizes = _components(out == bone)
+        if sizes.size > 2:
+            out[(comp > 0) & (comp != int(np.argmax(sizes)))] = 0
+    min_vox = max(1, round(0.01 / voxel_ml))  # 10 mm^3
+    for cart in CARTILAGES:
+        comp, sizes = _components(out == cart)
+        if sizes.size <= 1:
+            continue
+        bone_mask = out == _bone_of(cart)
+        touching = set(np.unique(comp[ndimage.binary_dilation(bone_mask, iterations=1) & (comp > 0)]).tolist())
+        keep = {c for c in touching if sizes[c] >= min_vox} or {int(np.argmax(sizes))}
+        drop = np.isin(comp, [c for c in range(1, sizes.size) if c not in keep])
+        out[drop] = 0
+    return out
+
+
+def field_of_view_warnings(labels: np.ndarray, affine: np.ndarray, image: np.ndarray) -> list[str]:
+    """Plain-language warnings on the raw prediction: constant image, no knee, both knees, missing structures."""
+    warnings: list[str] = []
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    finite = image[np.isfinite(image)]
+    if finite.size == 0 or float(finite.max()) == float(finite.min()):
+        return ["image is empty or constant: no segmentation possible; the labels are all background"]
+    femur = labels == Structure.FEMUR
+    femur_ml = float(femur.sum()) * voxel_ml
+    fc_ml = float((labels == Structure.FEMORAL_CARTILAGE).sum()) * voxel_ml
+    if femur_ml < MIN_FEMUR_ML or fc_ml < MIN_CARTILAGE_ML:
+        warnings.append(f"no knee found in the field of view (femur {femur_ml:.1f} mL, femoral cartilage "
+                        f"{fc_ml:.2f} mL): the labels are (nearly) empty; check that the series is a knee MRI")
+        return warnings
+    comp, sizes = _components(femur)
+    if sizes.size > 2:
+        order = np.argsort(sizes)[::-1]
+        first, second = int(order[0]), int(order[1])
+        if sizes[second] >= BILATERAL_FRACTION * sizes[first]:
+            c1, c2 = (np.argwhere(comp == c).mean(0) for c in (first, second))
+            dist = float(np.linalg.norm(affine[:3, :3] @ (c1 - c2)))
+            if dist >= BILATERAL_DISTANCE_MM:
+                warnings.append(f"field of view appears to contain both knees (two femurs {dist:.0f} mm apart): only "
+                                "the larger knee is kept; crop the image to one knee and segment each separately")
+    absent = [s.name.lower() for s in (*BONES, *CARTILAGES) if s not in (Structure.FEMUR, Structure.FEMORAL_CARTILAGE)
+              and float((labels == s).sum()) * voxel_ml < (MIN_CARTILAGE_ML if s in CARTILAGES else 0.5)]
+    if absent:
+        warnings.append(f"not found in the field of view: {', '.join(absent)}")
+    return warnings

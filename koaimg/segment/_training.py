@@ -1,0 +1,107 @@
+"""Training samples by domain randomisation: random label maps (real MIT-licensed map + procedural knees) rendered
+into random MR-like images by :func:`koaimg.synth.synthesize_from_labels`, cropped to patches on the working grid.
+
+Everything is driven by an explicit ``numpy.random.Generator`` so that a (seed, step) pair always gives the same
+sample: a training run that resumes from a checkpoint sees exactly the samples it would have seen uninterrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core import KneeSide, LabelVolume, Structure
+from ..synth import Acquisition, KneeAnatomy, RandomisationSpec, make_knee_phantom, synthesize_from_labels
+from ._geometry import ras_transform, to_ras_array
+from ._intensity import normalise_intensity
+
+__all__ = ["N_CLASSES", "LabelSource", "augment_patch", "phantom_labels", "training_pair"]
+
+#: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
+N_CLASSES = 7
+CARTILAGE = (int(Structure.FEMORAL_CARTILAGE), int(Structure.TIBIAL_CARTILAGE), int(Structure.PATELLAR_CARTILAGE))
+#: procedural phantoms are rasterised finer than the working grid, so the renderer can average partial volume
+PHANTOM_GRID = Acquisition("seg_pool", (280, 280, 224), (0.5, 0.5, 0.5), "PIR", "dess")
+
+
+def phantom_labels(seed: int, grid: Acquisition = PHANTOM_GRID) -> LabelVolume:
+    """A random procedural knee (anatomy, side) as a label map: a source of shapes the real map does not have."""
+    rng = np.random.default_rng(seed)
+    anatomy = KneeAnatomy.random(rng)
+    side = KneeSide.RIGHT if rng.random() < 0.5 else KneeSide.LEFT
+    return make_knee_phantom(anatomy, grid, seed=seed, side=side, with_image=False).labels
+
+
+@dataclass
+class LabelSource:
+    """A label map and cached voxel lists to centre patches on cartilage (most voxels are bone or background)."""
+
+    labels: LabelVolume
+    name: str = ""
+    cartilage: np.ndarray = field(init=False)
+    foreground: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        lab = self.labels.array
+        self.cartilage = np.argwhere(np.isin(lab, CARTILAGE)).astype(np.int32)
+        self.foreground = np.argwhere(lab[::4, ::4, ::4] > 0).astype(np.int32) * 4
+
+    def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float) -> LabelVolume:
+        """A sub-map centred on a random cartilage (probability ``cartilage_focus``) or labelled voxel."""
+        pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
+        centre = pool[rng.integers(len(pool))].astype(np.int64)
+        half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
+        shape = np.array(self.labels.spatial_shape)
+        lo = np.clip(centre - half, 0, shape - 1)
+        hi = np.clip(centre + half + 1, 1, shape)
+        sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        affine = self.labels.affine.copy()
+        affine[:3, 3] = self.labels.index_to_world(lo.astype(float))
+        return LabelVolume(np.ascontiguousarray(sub), affine, self.labels.meta)
+
+
+def training_spec(patch: int, spacing_mm: float) -> RandomisationSpec:
+    """Randomisation for patches rendered directly near the working grid (±10 % scale jitter)."""
+    lo, hi = 0.9 * spacing_mm, 1.1 * spacing_mm
+    return RandomisationSpec(in_plane_mm=(lo, hi), slice_mm=(lo, hi), patch_size=(patch, patch, patch),
+                             blur_fwhm_mm=(0.0, 0.6), noise_sigma=(0.005, 0.08), rotation_deg=15.0)
+
+
+def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
+                  cartilage_focus: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6."""
+    half_mm = 0.75 * patch * spacing_mm * 1.1 + 6.0
+    sub = source.crop_around(rng, half_mm, cartilage_focus)
+    image, labels = synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm))
+    perm, flip = ras_transform(image.affine)
+    img = np.ascontiguousarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
+    lab = np.ascontiguousarray(to_ras_array(labels.array, perm, flip))
+    lab = np.where(lab < N_CLASSES, lab, 0).astype(np.uint8)
+    img = augment_patch(img, rng, spacing_mm)
+    return normalise_intensity(img), lab
+
+
+def augment_patch(image: np.ndarray, rng: np.random.Generator, spacing_mm: float) -> np.ndarray:
+    """Acquisition effects the renderer does not vary at a fixed output grid: thick slices and coarse pixels
+    (average over the acquired voxel, then trilinear upsampling as inference does), and a random intensity gamma."""
+    t = torch.from_numpy(image)[None, None]
+    size = np.array(image.shape)
+    if rng.random() < 0.7:
+        factors = np.ones(3)
+        axis = int(rng.integers(3))
+        factors[axis] = rng.uniform(1.0, 4.0 / spacing_mm)  # slices up to 4 mm
+        if rng.random() < 0.5:
+            factors[[a for a in range(3) if a != axis]] = rng.uniform(1.0, 0.75 / spacing_mm)
+        low = tuple(int(max(2, round(n / f))) for n, f in zip(size, factors, strict=True))
+        t = F.interpolate(F.adaptive_avg_pool3d(t, low), size=tuple(int(n) for n in size), mode="trilinear",
+                          align_corners=False)
+    out = t[0, 0].numpy()
+    lo = float(out.min())
+    gamma = float(np.exp(rng.normal(0.0, 0.3)))
+    span = float(out.max()) - lo
+    if span > 0:
+        out = lo + span * ((out - lo) / span) ** gamma
+    return out.astype(np.float32)
