@@ -19,6 +19,8 @@ def measure_cmd(
                                             help="Atlas colour table (for --preset spl)."),
     side: str | None = typer.Option(None, "--side", help="right or left (default: from the file or anatomy)."),
     method: str = typer.Option("normal", "--method", help="normal (bone-normal rays) or nearest (cross-check)."),
+    scheme: str = typer.Option("all", "--scheme",
+                               help="Subregions: moaks, wirth-eckstein (Chondrometrics-comparable) or all."),
     subject: str = typer.Option("", "--subject", help="Pseudonymous subject id for the tables."),
     visit: str = typer.Option("", "--visit", help="Visit name for the tables."),
 ) -> None:
@@ -29,16 +31,18 @@ def measure_cmd(
     from ..pipeline._measure import measure_file
 
     result = measure_file(labels, out, preset=preset, mapping_json=mapping, label_table=label_table, side=side,
-                          method=method, subject=subject, visit=visit)
+                          method=method, subject=subject, visit=visit, scheme=scheme)
     table = Table(title=f"{labels.name} ({result.side.value} knee)", title_justify="left")
-    for col in ("plate", "region", "tAB mm2", "ThCtAB mm", "ThCcAB mm", "VC mm3", "dAB %", "MOAKS area.FT"):
+    for col in ("plate", "scheme", "region", "tAB mm2", "ThCtAB mm", "ThCcAB mm", "VC mm3", "dAB %", "MOAKS area.FT"):
         table.add_column(col)
     for plate_name, plate in result.plates.items():
         for r in plate.rows:
             grade = "" if r["moaks_any_loss_grade"] is None else \
                 f"{r['moaks_any_loss_grade']}.{r['moaks_full_thickness_grade']}"
-            table.add_row(plate_name, r["region"], f"{r['tAB']:.0f}", f"{r['ThCtAB.Me']:.2f}", f"{r['ThCcAB.Me']:.2f}",
-                          f"{r['VC']:.0f}", f"{r['dAB%']:.1f}", grade)
+            if scheme == "all" and r["scheme"] != "moaks" and r["region"] == "all":
+                continue  # the whole plate is already on its MOAKS row
+            table.add_row(plate_name, r["scheme"], r["region"], f"{r['tAB']:.0f}", f"{r['ThCtAB.Me']:.2f}",
+                          f"{r['ThCcAB.Me']:.2f}", f"{r['VC']:.0f}", f"{r['dAB%']:.1f}", grade)
     console = Console(width=160, highlight=False)
     console.print(table)
     flagged = sum(p.result.n_flagged for p in result.plates.values())

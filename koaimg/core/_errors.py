@@ -113,3 +113,9 @@ class ModelError(KoaimgError, RuntimeError):
     """A model bundle is missing, corrupted or incompatible."""
 
     code = "model"
+
+
+class OptionError(KoaimgError, ValueError):
+    """A command option has a value koaimg does not understand (an unknown scheme, method or preset)."""
+
+    code = "bad_option"

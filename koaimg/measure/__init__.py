@@ -4,9 +4,10 @@ Pure computation on arrays and koaimg.core types (no file I/O, no torch), usable
 """
 
 from ..core import moaks_grade
-from ._knee import METRIC_UNITS, REGION_CODE, KneeMeasurement, PlateMeasurement, measure_knee
+from ._knee import METRIC_UNITS, REGION_CODE, SCHEMES, WE_REGION_CODE, KneeMeasurement, PlateMeasurement, measure_knee
 from ._moaks import expected_thickness, knee_summary, loss_masks
 from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
+from ._regions_we import WE_REGIONS, femur_regions_we, tibia_regions_we
 from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
 
 __all__ = [
@@ -14,6 +15,9 @@ __all__ = [
     "MOAKS_REGIONS",
     "PLATE_STRUCTURES",
     "REGION_CODE",
+    "SCHEMES",
+    "WE_REGIONS",
+    "WE_REGION_CODE",
     "KneeFrame",
     "KneeMeasurement",
     "PlateMeasurement",
@@ -22,10 +26,12 @@ __all__ = [
     "expected_thickness",
     "femoral_frame",
     "femur_regions",
+    "femur_regions_we",
     "knee_summary",
     "loss_masks",
     "measure_knee",
     "moaks_grade",
     "patella_regions",
     "tibia_regions",
+    "tibia_regions_we",
 ]

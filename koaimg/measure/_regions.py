@@ -37,6 +37,8 @@ class KneeFrame:
     condyle_radius: float = 0.0
     #: per compartment ('medial', 'lateral'): (anterior, posterior) margin angles in degrees
     margins: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: further landmarks (frame mm) found by other schemes, e.g. the Wirth–Eckstein notch and posterior ends
+    landmarks: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def apply(self, points_ras: np.ndarray) -> np.ndarray:

@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..core import KneeSide, LabelVolume, Modality, Volume, VolumeMeta, load_preset_json, parse_label_table
+from ..core import (
+    KneeSide,
+    LabelVolume,
+    Modality,
+    OptionError,
+    Volume,
+    VolumeMeta,
+    load_preset_json,
+    parse_label_table,
+)
 from ..export import (
     MEASURE_COLUMNS,
     thickness_map_png,
@@ -19,7 +28,7 @@ from ..export import (
     write_rows_csv,
 )
 from ..io import read_labels, write_volume
-from ..measure import MOAKS_REGIONS, REGION_CODE, KneeMeasurement, measure_knee
+from ..measure import MOAKS_REGIONS, REGION_CODE, SCHEMES, KneeMeasurement, measure_knee
 
 REGION_COLOURS = {name: tuple(int(c) for c in np.random.default_rng(i).integers(40, 255, 3))
                   for i, name in enumerate(MOAKS_REGIONS)}
@@ -48,6 +57,9 @@ def write_measurement(measurement: KneeMeasurement, labels: LabelVolume, out: Pa
     meta = VolumeMeta(modality=Modality.OTHER, side=measurement.side, subject=subject, visit=visit)
     write_volume(Volume(measurement.thickness_volume(), labels.affine, meta), out / "thickness.nii.gz")
     write_volume(Volume(measurement.region_volume(), labels.affine, meta), out / "regions.nii.gz")
+    if any(p.we_regions is not None for p in measurement.plates.values()):
+        write_volume(Volume(measurement.region_volume("wirth-eckstein"), labels.affine, meta),
+                     out / "regions_wirth_eckstein.nii.gz")
     write_label_table(out / "regions_labels.txt")  # structure labels for labels.nii.gz viewers
     region_table = "\n".join(["# MOAKS subregion codes in regions.nii.gz: IDX R G B A VIS MSH LABEL"]
                              + [f'{REGION_CODE[n]} {c[0]} {c[1]} {c[2]} 1 1 1 "{n}"'
@@ -71,11 +83,12 @@ def write_measurement(measurement: KneeMeasurement, labels: LabelVolume, out: Pa
     moaks = {"side": measurement.side.value, "summary": measurement.summary, "notes": measurement.notes,
              "regions": {row["region"]: {k: row[k] for k in ("tAB", "any_loss_area%", "full_thickness_area%",
                                                             "moaks_any_loss_grade", "moaks_full_thickness_grade")}
-                         for plate in measurement.plates.values() for row in plate.rows if row["region"] != "all"},
+                         for row in measurement.scheme_rows("moaks") if row["region"] != "all"},
              "frame": {"notch_x_mm": measurement.frame.notch_x, "groove_x_mm": measurement.frame.groove_x,
                        "condyle_centre_mm": measurement.frame.condyle_centre,
                        "condyle_radius_mm": measurement.frame.condyle_radius,
-                       "tibial_margins_deg": measurement.frame.margins}}
+                       "tibial_margins_deg": measurement.frame.margins,
+                       "wirth_eckstein_landmarks_mm": measurement.frame.landmarks}}
     write_json(moaks, out / "moaks.json")
     femur = measurement.plates.get("femur")
     if femur is not None:
@@ -91,13 +104,16 @@ def write_measurement(measurement: KneeMeasurement, labels: LabelVolume, out: Pa
 
 def measure_file(labels_path: Path, out: Path, *, preset: str = "koaimg", mapping_json: Path | None = None,
                  label_table: Path | None = None, side: str | None = None, method: str = "normal",
-                 subject: str = "", visit: str = "") -> KneeMeasurement:
+                 subject: str = "", visit: str = "", scheme: str = "all") -> KneeMeasurement:
     """``koaimg measure``: read labels, measure every plate, write the outputs."""
     labels = load_labels(labels_path, preset=preset, mapping_json=mapping_json, label_table=label_table)
     chosen_side = KneeSide(side) if side else labels.meta.side
-    measurement = measure_knee(labels, side=chosen_side, method=method)
+    schemes = SCHEMES if scheme == "all" else (scheme,)
+    if not set(schemes) <= set(SCHEMES):
+        raise OptionError(f"unknown subregion scheme {scheme!r}", hint="use moaks, wirth-eckstein or all")
+    measurement = measure_knee(labels, side=chosen_side, method=method, schemes=schemes)
     write_measurement(measurement, labels, out, subject=subject, visit=visit,
                       inputs={str(labels_path.name): _sha256(labels_path)},
-                      config={"preset": preset, "method": method, "side": measurement.side.value,
+                      config={"preset": preset, "method": method, "scheme": scheme, "side": measurement.side.value,
                               "side_source": "option" if side else labels.meta.side_source})
     return measurement
