@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -194,19 +195,23 @@ def train(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     """Copy the best checkpoint into the bundle as float16 weights and pin its sha256 in metadata.json."""
     ck = torch.load(OUT / "best.pt", map_location="cpu", weights_only=False)
+    target = args.bundle_dir
+    if target.resolve() != BUNDLE.resolve():  # e.g. a scratch copy for a quick evaluation of a running training
+        shutil.copytree(BUNDLE, target, dirs_exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    atomic_write_bytes(BUNDLE / "models" / "model.pt", data)
-    meta_path = BUNDLE / "configs" / "metadata.json"
+    atomic_write_bytes(target / "models" / "model.pt", data)
+    meta_path = target / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["model_sha256"] = hashlib.sha256(data).hexdigest()
     meta["training"] = {"steps": int(ck["step"]), "cpu_hours": round(ck["train_seconds"] / 3600, 2),
                         "validation_dice_patches": {k: round(v, 4) for k, v in ck["val_dice"].items()},
                         "device": "cpu", "seed": ck["args"]["seed"]}
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    print(f"exported step {ck['step']} (val mean Dice {ck['val_mean']:.4f}), sha256 {meta['model_sha256']}")
+    print(f"exported to {target}: step {ck['step']} (val mean Dice {ck['val_mean']:.4f}), "
+          f"sha256 {meta['model_sha256']}")
 
 
 def main() -> None:
@@ -232,6 +237,7 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")
     ap.add_argument("--out", type=Path, default=OUT, help="checkpoints, logs and the phantom pool (gitignored)")
+    ap.add_argument("--bundle-dir", type=Path, default=BUNDLE, help="export target (default: the shipped bundle)")
     args = ap.parse_args()
     OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,272 @@
+"""Evaluate the knee MR segmentation bundle honestly: unseen anatomy, several contrasts and resolutions, real images.
+
+    nice -n 10 python pipelines/eval_knee_mr_seg.py [--bundle DIR] [--out DIR] [--quick]
+
+Synthetic test set (never used in training; the training script reads only pymskt_dess_labels and its own seeded
+phantoms): the two ``woo_oai_labels`` knees rendered by ``synthesize_from_labels`` with five fixed acquisition
+settings each (DESS-, TSE-, FLASH-like, random contrast, left mirror) and twelve fresh procedural knees from
+``make_knee_phantom`` (seeds outside the training streams) on the DESS, FLASH, TSE and sample grids with dess/pdfs/t1
+contrast. Per image: Dice and mean symmetric surface distance (mm) per structure, and the femoral ThCcAB.Me from
+predicted vs true labels (``koaimg.measure.measure_knee``). Real images: the pymskt multi-echo T2 knee (DICOM, no
+labels: plausibility and overlays) and the CLAIR template (Dice against its label; header orientation checked
+against the data, see ``clair_volume``). Writes results.json, results.md and overlay PNGs into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from koaimg.core import STRUCTURE_COLOURS, KneeSide, LabelVolume, Structure, Volume
+from koaimg.io import discover, load_series, read_image, read_labels
+from koaimg.measure import measure_knee
+from koaimg.segment import load_bundle, segment_volume
+from koaimg.segment._geometry import ras_affine, ras_transform, to_ras_array
+from koaimg.synth import ACQUISITIONS, KneeAnatomy, RandomisationSpec, make_knee_phantom, synthesize_from_labels
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "realdata"
+STRUCTS = [Structure(i) for i in range(1, 7)]
+NAMES = [s.name.lower() for s in STRUCTS]
+
+# name, contrast, in-plane mm, slice mm, slice axis (input axes of the woo maps: R, A, S), mirrored
+WOO_VARIANTS = [
+    ("dess_sag_0.37x0.7", "dess", 0.365, 0.7, 0, False),
+    ("pdfs_sag_0.4x3.0", "pdfs", 0.4, 3.0, 0, False),
+    ("t1_cor_0.31x1.5", "t1", 0.3125, 1.5, 1, False),
+    ("random_sag_0.5x1.0", "random", 0.5, 1.0, 0, False),
+    ("pdfs_sag_0.45x2.0_left", "pdfs", 0.45, 2.0, 0, True),
+]
+# acquisition, contrast
+PHANTOM_VARIANTS = [("dess", "dess"), ("flash", "t1"), ("tse", "pdfs"), ("sample", "dess"), ("dess", "pdfs"),
+                    ("tse", "t1")]
+
+
+def woo_cases(quick: bool):
+    files = sorted((REAL / "woo_oai_labels").glob("*.nii.gz"))
+    for fi, path in enumerate(files[:1] if quick else files):
+        labels = read_labels(path, preset="woo-oai")
+        labels = labels.with_array(labels.array, meta=labels.meta.replace(side=KneeSide.RIGHT,
+                                                                          side_source="assumed (evaluation)"))
+        for vi, (name, contrast, ip, sl, axis, mirror) in enumerate(WOO_VARIANTS[:2] if quick else WOO_VARIANTS):
+            spec = RandomisationSpec(contrasts=(contrast,), in_plane_mm=(ip, ip), slice_mm=(sl, sl), slice_axis=axis,
+                                     mirror_probability=1.0 if mirror else 0.0, rotation_deg=5.0,
+                                     elastic_mm=(1.0, 1.0), noise_sigma=(0.02, 0.02), bias_strength=(0.2, 0.2))
+            image, truth = synthesize_from_labels(labels, rng=np.random.default_rng([777, fi, vi]), spec=spec)
+            yield f"woo{fi}_{name}", image, truth
+
+
+def phantom_cases(quick: bool):
+    n = 2 if quick else 12
+    for i in range(n):
+        acq_name, contrast = PHANTOM_VARIANTS[i % len(PHANTOM_VARIANTS)]
+        acq = replace(ACQUISITIONS[acq_name], contrast=contrast)
+        rng = np.random.default_rng([424242, i])  # not a training seed stream (training uses SeedSequence(20261122, i))
+        side = KneeSide.LEFT if i % 2 else KneeSide.RIGHT
+        ph = make_knee_phantom(KneeAnatomy.random(rng), acq, seed=9000 + i, side=side)
+        truth = np.where(ph.labels.array <= 6, ph.labels.array, 0).astype(np.uint8)
+        yield f"phantom{i}_{acq_name}_{contrast}_{side.value}", ph.image, ph.labels.with_array(truth)
+
+
+def surface_distance(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) -> float:
+    """Mean symmetric surface distance (mm) between two masks, computed in their joint bounding box."""
+    if not pred.any() or not true.any():
+        return float("nan")
+    both = np.argwhere(pred | true)
+    lo, hi = np.maximum(both.min(0) - 3, 0), both.max(0) + 4
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    p, t = pred[box], true[box]
+    sp = p & ~ndimage.binary_erosion(p)
+    st = t & ~ndimage.binary_erosion(t)
+    dt_t = ndimage.distance_transform_edt(~st, sampling=spacing)
+    dt_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
+    return float((dt_t[sp].sum() + dt_p[st].sum()) / (sp.sum() + st.sum()))
+
+
+def fc_thccab(labels: LabelVolume) -> float:
+    try:
+        m = measure_knee(labels, plates=("femur",), schemes=("moaks",))
+    except Exception as exc:  # an unmeasurable prediction is a result, recorded as NaN
+        print(f"  measure failed: {exc}")
+        return float("nan")
+    rows = [r for r in m.rows() if r["region"] == "all" and r["metric"] == "ThCcAB.Me"]
+    return float(rows[0]["value"]) if rows else float("nan")
+
+
+def evaluate(bundle, case: str, image: Volume, truth: LabelVolume, device: str) -> dict:
+    t0 = time.perf_counter()
+    result = segment_volume(image, bundle=bundle, device=device)
+    seconds = time.perf_counter() - t0
+    pred = result.labels.array
+    sp = image.spacing
+    rec = {"case": case, "shape": list(image.spatial_shape), "spacing_mm": [round(float(s), 3) for s in sp],
+           "seconds": round(seconds, 1), "warnings": result.warnings, "dice": {}, "msd_mm": {}}
+    for s, name in zip(STRUCTS, NAMES, strict=True):
+        p, t = pred == s, truth.array == s
+        denom = p.sum() + t.sum()
+        rec["dice"][name] = float(2 * (p & t).sum() / denom) if denom else float("nan")
+        rec["msd_mm"][name] = surface_distance(p, t, sp)
+    side = truth.meta.side if truth.meta.side in (KneeSide.RIGHT, KneeSide.LEFT) else KneeSide.RIGHT
+    tl = truth.with_array(truth.array, meta=truth.meta.replace(side=side))
+    pl = result.labels.with_array(pred, meta=result.labels.meta.replace(side=side))
+    rec["thccab_true_mm"], rec["thccab_pred_mm"] = fc_thccab(tl), fc_thccab(pl)
+    rec["thccab_error_mm"] = rec["thccab_pred_mm"] - rec["thccab_true_mm"]
+    print(f"{case}: " + " ".join(f"{n[:8]}={rec['dice'][n]:.3f}" for n in NAMES)
+          + f" | ThCcAB {rec['thccab_true_mm']:.3f}->{rec['thccab_pred_mm']:.3f} | {seconds:.0f}s", flush=True)
+    return rec
+
+
+# real images --------------------------------------------------------------------------------------------------------
+def overlay_png(image: Volume, labels: np.ndarray, path: Path, title_slices: int = 3) -> None:
+    """Sagittal slices (RAS x fixed) at 35/50/65 % of the labelled femur's R-L extent: image | image + labels."""
+    perm, flip = ras_transform(image.affine)
+    img = np.asarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
+    lab = to_ras_array(labels, perm, flip)
+    sp = np.linalg.norm(ras_affine(image.affine, image.spatial_shape, perm, flip)[:3, :3], axis=0)
+    fem = np.argwhere(lab == Structure.FEMUR)
+    xs = (np.quantile(fem[:, 0], [0.2, 0.5, 0.8]).astype(int) if len(fem)
+          else np.linspace(0.35, 0.65, title_slices) * img.shape[0])
+    lo, hi = np.percentile(img, [1, 99.5])
+    tiles = []
+    for x in xs.astype(int):
+        g = np.clip((img[x] - lo) / max(hi - lo, 1e-6), 0, 1)
+        rgb = np.repeat(g[..., None], 3, axis=-1) * 255
+        over = rgb.copy()
+        for s in STRUCTS:
+            m = lab[x] == s
+            over[m] = 0.45 * over[m] + 0.55 * np.array(STRUCTURE_COLOURS[s])
+        pair = np.concatenate([rgb, over], axis=0)  # (2A, S, 3): A rows, S columns
+        pair = np.transpose(pair, (1, 0, 2))[::-1]  # S up, A to the right
+        tile = Image.fromarray(pair.astype(np.uint8))
+        w, h = tile.size
+        scale = 2.0
+        tile = tile.resize((int(w * sp[1] / min(sp[1:]) * scale), int(h * sp[2] / min(sp[1:]) * scale)),
+                           Image.Resampling.NEAREST)
+        tiles.append(tile)
+    width = sum(t.width for t in tiles) + 4 * (len(tiles) - 1)
+    canvas = Image.new("RGB", (width, max(t.height for t in tiles)), (255, 255, 255))
+    x0 = 0
+    for t in tiles:
+        canvas.paste(t, (x0, 0))
+        x0 += t.width + 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def plausibility(labels: np.ndarray, image: Volume) -> dict:
+    voxel_ml = image.voxel_volume_mm3 / 1000.0
+    vols = {n: round(float((labels == s).sum()) * voxel_ml, 2) for s, n in zip(STRUCTS, NAMES, strict=True)}
+    fc = labels == Structure.FEMORAL_CARTILAGE
+    near_femur = ndimage.binary_dilation(labels == Structure.FEMUR, iterations=2)
+    on_bone = float((fc & near_femur).sum() / fc.sum()) if fc.any() else float("nan")
+    _, n = ndimage.label(fc)
+    return {"volumes_ml": vols, "fc_voxels_within_2_voxels_of_femur": round(on_bone, 3), "fc_components": int(n)}
+
+
+def mese_case(bundle, out: Path, device: str) -> dict:
+    report = discover(REAL / "pymskt_mese_t2" / "dicom")
+    series = sorted([s for s in report.series if s.ok], key=lambda s: s.echo_time_ms or 0)
+    rec = {}
+    for idx in (0, 3):
+        vol = load_series(series[idx])
+        vol = vol.with_meta(side=KneeSide.RIGHT) if vol.meta.side == KneeSide.UNKNOWN else vol
+        t0 = time.perf_counter()
+        res = segment_volume(vol, bundle=bundle, device=device)
+        overlay_png(vol, res.labels.array, out / f"mese_t2_echo{idx + 1}_overlay.png")
+        rec[f"echo{idx + 1}_te{series[idx].echo_time_ms}ms"] = {
+            **plausibility(res.labels.array, vol), "warnings": res.warnings,
+            "seconds": round(time.perf_counter() - t0, 1), "shape": list(vol.spatial_shape),
+            "spacing_mm": [round(float(s), 3) for s in vol.spacing]}
+        print(f"MESE echo {idx + 1}: {rec[f'echo{idx + 1}_te{series[idx].echo_time_ms}ms']}", flush=True)
+    return rec
+
+
+def clair_volume() -> tuple[Volume, LabelVolume]:
+    """CLAIR template and label. The header is an identity affine with no scanner position; rendered through it
+    (overlay_png) the femur sits above the tibia and the trochlea faces anterior, so the identity is read as RAS."""
+    folder = REAL / "cartimorph_clair_template"
+    image = read_image(folder / "CLAIR-Knee-103R_template_64x128x128.nii.gz")
+    labels = read_labels(folder / "CLAIR-Knee-103R_segmentation_64x128x128.nii.gz", preset="clair")
+    return image.with_meta(side=KneeSide.RIGHT), LabelVolume(labels.array, image.affine)
+
+
+def clair_case(bundle, out: Path, device: str) -> dict:
+    image, truth = clair_volume()
+    res = segment_volume(image, bundle=bundle, device=device)
+    pred = res.labels.array
+    dice = {}
+    for s, name in zip(STRUCTS[:4], NAMES[:4], strict=True):
+        p, t = pred == s, truth.array == s
+        dice[name] = round(float(2 * (p & t).sum() / max(1, p.sum() + t.sum())), 4)
+    overlay_png(image, pred, out / "clair_pred_overlay.png")
+    overlay_png(image, truth.array, out / "clair_truth_overlay.png")
+    rec = {"dice": dice, **plausibility(pred, image), "warnings": res.warnings}
+    print(f"CLAIR: {rec}", flush=True)
+    return rec
+
+
+def summarise(records: list[dict]) -> dict:
+    out = {}
+    for key in ("dice", "msd_mm"):
+        vals = {n: [r[key][n] for r in records if np.isfinite(r[key][n])] for n in NAMES}
+        out[key] = {n: {"mean": round(float(np.mean(v)), 4) if v else None,
+                        "median": round(float(np.median(v)), 4) if v else None, "n": len(v)} for n, v in vals.items()}
+    err = [r["thccab_error_mm"] for r in records if np.isfinite(r["thccab_error_mm"])]
+    out["thccab_abs_error_mm"] = {"mean": round(float(np.mean(np.abs(err))), 4) if err else None,
+                                  "median": round(float(np.median(np.abs(err))), 4) if err else None,
+                                  "within_0.1mm": int(np.sum(np.abs(err) <= 0.1)), "n": len(err),
+                                  "n_cases": len(records)}
+    return out
+
+
+def markdown(summary: dict, records: list[dict], real: dict) -> str:
+    lines = ["| structure | Dice mean | Dice median | MSD mean (mm) | MSD median (mm) |", "|---|---|---|---|---|"]
+    for n in NAMES:
+        d, m = summary["dice"][n], summary["msd_mm"][n]
+        lines.append(f"| {n} | {d['mean']} | {d['median']} | {m['mean']} | {m['median']} |")
+    t = summary["thccab_abs_error_mm"]
+    lines += ["", f"Femoral ThCcAB.Me |pred - true|: mean {t['mean']} mm, median {t['median']} mm, "
+                  f"{t['within_0.1mm']}/{t['n']} measurable cases within 0.1 mm ({t['n_cases']} cases)", "",
+              "| case | " + " | ".join(NAMES) + " | ThCcAB true | ThCcAB pred |", "|---" * (len(NAMES) + 3) + "|"]
+    for r in records:
+        lines.append(f"| {r['case']} | " + " | ".join(f"{r['dice'][n]:.3f}" for n in NAMES)
+                     + f" | {r['thccab_true_mm']:.3f} | {r['thccab_pred_mm']:.3f} |")
+    lines += ["", "Real images:", "```", json.dumps(real, indent=1), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=REPO / "pipelines" / "out" / "knee_mr_seg" / "eval")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="4 synthetic cases + real images (smoke run)")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    args = ap.parse_args()
+    bundle = load_bundle(args.bundle)
+    args.out.mkdir(parents=True, exist_ok=True)
+    real = {"mese_t2": mese_case(bundle, args.out, args.device), "clair": clair_case(bundle, args.out, args.device)}
+    records = []
+    if not args.skip_synthetic:
+        for gen in (woo_cases(args.quick), phantom_cases(args.quick)):
+            for case, image, truth in gen:
+                records.append(evaluate(bundle, case, image, truth, args.device))
+                (args.out / "records.json").write_text(json.dumps(records, indent=1))
+    summary = summarise(records) if records else {}
+    result = {"bundle": str(bundle.path), "model_sha256": bundle.sha256, "metadata_training": bundle.metadata.get(
+        "training"), "summary": summary, "records": records, "real": real}
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    if records:
+        (args.out / "results.md").write_text(markdown(summary, records, real))
+        print(markdown(summary, records, real))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Inference path with a tiny random-weight bundle: native grid, metadata, probabilities, warnings, devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from koaimg.core import ModelError, Structure, Volume
+from koaimg.segment import clean_labels, field_of_view_warnings, resolve_device, segment_volume
+
+
+def test_tiny_bundle_segments_on_the_native_grid(tiny_bundle: Path, small_phantom) -> None:
+    image = small_phantom.image
+    result = segment_volume(image, bundle=tiny_bundle, device="cpu", probabilities=True)
+    assert result.labels.same_grid(image)
+    assert result.labels.meta.side == image.meta.side
+    assert set(np.unique(result.labels.array)) <= set(range(7))
+    assert set(result.probabilities) == {Structure(i) for i in range(1, 7)}
+    total = sum(result.probabilities.values())
+    assert total.shape == image.spatial_shape and float(total.max()) <= 1.0 + 1e-5
+    assert result.info["model_sha256"] and result.info["device"] == "cpu"
+
+
+def test_constant_image_warns_instead_of_silent_zeros(tiny_bundle: Path, small_phantom) -> None:
+    blank = small_phantom.image.with_array(np.zeros(small_phantom.image.spatial_shape, np.float32))
+    result = segment_volume(blank, bundle=tiny_bundle, device="cpu")
+    assert any("empty or constant" in w for w in result.warnings)
+
+
+def test_label_map_input_is_refused(tiny_bundle: Path, small_phantom) -> None:
+    with pytest.raises(ModelError, match="not a label map"):
+        segment_volume(small_phantom.labels, bundle=tiny_bundle)
+
+
+def test_cuda_request_without_gpu_is_an_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ModelError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+def _blob(shape, centre, radius):
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return np.linalg.norm(ijk - np.asarray(centre), axis=-1) < radius
+
+
+def test_clean_labels_keeps_both_tibial_plates_and_one_femur() -> None:
+    shape = (60, 30, 30)
+    lab = np.zeros(shape, np.uint8)
+    lab[15:45, 5:25, 0:19] = Structure.TIBIA
+    lab[20:26, 10:20, 19:21] = Structure.TIBIAL_CARTILAGE  # medial plate on the tibia top
+    lab[34:40, 10:20, 19:21] = Structure.TIBIAL_CARTILAGE  # lateral plate
+    lab[55:57, 2:4, 2:4] = Structure.TIBIAL_CARTILAGE  # speck off the bone
+    lab[_blob(shape, (10, 15, 25), 4)] = Structure.FEMUR
+    lab[_blob(shape, (50, 15, 25), 2)] = Structure.FEMUR  # smaller second femur piece
+    out = clean_labels(lab, voxel_ml=0.001)
+    assert (out[20:26, 10:20, 19:21] == Structure.TIBIAL_CARTILAGE).any()
+    assert (out[34:40, 10:20, 19:21] == Structure.TIBIAL_CARTILAGE).any()
+    assert not (out[55:57, 2:4, 2:4] == Structure.TIBIAL_CARTILAGE).any()
+    assert not (out[48:53, 13:18, 23:28] == Structure.FEMUR).any() and (out[8:12, 13:17, 23:27] == 1).any()
+
+
+def test_bilateral_and_empty_fields_of_view_warn() -> None:
+    shape = (200, 40, 40)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    lab = np.zeros(shape, np.uint8)
+    assert any("no knee" in w for w in field_of_view_warnings(lab, affine, image))
+    for cx in (40, 160):
+        lab[_blob(shape, (cx, 20, 20), 12)] = Structure.FEMUR
+        lab[cx - 10:cx + 10, 10:30, 33:35] = Structure.FEMORAL_CARTILAGE
+    warnings = field_of_view_warnings(lab, affine, image)
+    assert any("both knees" in w for w in warnings)
+    assert any("not found" in w and "patella" in w for w in warnings)
+
+
+def test_any_orientation_gives_the_same_labels(tiny_bundle: Path, small_phantom) -> None:
+    """Flipping the array axes and the affine together is the same image: labels must follow exactly."""
+    image = small_phantom.image
+    a = segment_volume(image, bundle=tiny_bundle, device="cpu").labels.array
+    flipped_affine = image.affine.copy()
+    flipped_affine[:3, 0] *= -1
+    flipped_affine[:3, 3] = image.affine[:3, 3] + image.affine[:3, 0] * (image.spatial_shape[0] - 1)
+    other = Volume(image.array[::-1].copy(), flipped_affine, image.meta)
+    b = segment_volume(other, bundle=tiny_bundle, device="cpu").labels.array[::-1]
+    assert np.mean(a == b) > 0.999
