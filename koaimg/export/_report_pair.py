@@ -1,0 +1,196 @@
+"""Per-pair (baseline -> follow-up) HTML report: change map, regional change with detectability marks, MOAKS-style
+grade transitions. Reads ``change.csv`` (DESIGN.md columns) and whatever maps the change stage left beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core import UnreadableFileError
+from ._plots import map_figure
+from ._report_html import Cell, Row, Section, Table, figure, fmt, num, png_uri, read_csv, read_json, render_report
+from ._report_scan import PLATES, REGION_NAMES
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+
+
+def beyond(value) -> bool | None:
+    """``beyond_sdd`` as written by any CSV writer (True/False, 1/0, yes/no); None when not assessed."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    x = num(text)
+    return bool(x) if x is not None else False
+
+
+def _visits(rows: list[dict]) -> tuple[str, str]:
+    first = rows[0] if rows else {}
+    keys = [k for k in first if "visit" in k.lower()]
+    bl = next((first[k] for k in keys if "base" in k.lower()), "")
+    fu = next((first[k] for k in keys if "follow" in k.lower()), "")
+    return str(bl or "baseline"), str(fu or "follow-up")
+
+
+def _change_cells(row: dict | None, digits: int = 2, *, with_values: bool = True) -> list[Cell]:
+    if row is None:
+        return [Cell("–")] * (5 if with_values else 3)
+    delta = num(row.get("delta"))
+    flag = beyond(row.get("beyond_sdd"))
+    mark, css = "", ""
+    if flag and delta is not None:
+        mark, css = ("▼ thinning", "thin") if delta < 0 else ("▲ thickening", "thick")
+    elif flag is False:
+        mark = "within SDD"
+    cells = [Cell(fmt(row.get("baseline"), digits)), Cell(fmt(row.get("followup"), digits))] if with_values else []
+    return [*cells, Cell(fmt(delta, digits, signed=True), css=css), Cell(fmt(row.get("pct_delta"), 1, signed=True)),
+            Cell(mark, css=css)]
+
+
+def _lookup(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r.get("structure", ""), r.get("region", ""), r.get("metric", "")): r for r in rows}
+
+
+def _delta_map(change_dir: Path) -> tuple[bytes, str] | None:
+    """The unrolled Δ map: a saved grid (re-plotted with a diverging bar) or the change stage's own PNG."""
+    grids = sorted(p for p in change_dir.glob("*.npy") if "delta" in p.name.lower() or "change" in p.name.lower())
+    caption = ("Change in femoral cartilage thickness, follow-up − baseline, after femur-based registration "
+               "(red: thinning, blue: thickening), unrolled as in the scan reports.")
+    if grids:
+        axes = read_json(grids[0].with_suffix(".json"))
+        return map_figure(np.load(grids[0]), axes, diverging=True, title="Δ femoral cartilage thickness",
+                          label="Δ thickness (mm), follow-up − baseline"), caption
+    pngs = sorted(p for p in change_dir.glob("*.png") if "delta" in p.name.lower() or "change" in p.name.lower())
+    return (pngs[0].read_bytes(), caption) if pngs else None
+
+
+def _visit_maps(change_dir: Path, subject_dir: Path, visits: tuple[str, str], modality: str) -> list[dict]:
+    figs = []
+    for label, visit in zip(("baseline", "follow-up"), visits, strict=True):
+        scan = subject_dir / visit / modality
+        grid = scan / "femoral_thickness_map.npy"
+        overlay = scan / "overlay.png"
+        if grid.is_file():
+            png = map_figure(np.load(grid), read_json(scan / "femoral_thickness_map.json"), lo=0.0, hi=4.0,
+                             title=f"{label} ({visit}) thickness")
+            figs.append(figure(png, f"{label.capitalize()} femoral cartilage thickness ({visit})."))
+        elif overlay.is_file():
+            figs.append({"src": png_uri(overlay.read_bytes()), "caption": f"{label.capitalize()} ({visit})."})
+    return figs
+
+
+def transitions_table(lookup: dict) -> Table | None:
+    """Per subregion: area and full-thickness grades at both visits, coloured by direction (worse/better)."""
+    rows = []
+    for (structure, region, metric), row in lookup.items():
+        if metric != "moaks_any_loss_grade" or region == "all":
+            continue
+        ft = lookup.get((structure, region, "moaks_full_thickness_grade"), {})
+        cells = [Cell(region, title=REGION_NAMES.get(region, region))]
+        for r in (row, ft):
+            b, f = num(r.get("baseline")), num(r.get("followup"))
+            text = "–" if b is None or f is None else f"{int(b)} → {int(f)}"
+            css = "" if b is None or f is None or b == f else "worse" if f > b else "better"
+            cells.append(Cell(text, css=css))
+        rows.append(Row(cells))
+    if not rows:
+        return None
+    return Table(["subregion", "any-loss grade", "full-thickness grade"], rows, css="moaks",
+                 legend="red: higher grade at follow-up (worse); blue: lower grade (better).")
+
+
+def write_pair_report(change_dir: str | Path, *, path: str | Path | None = None) -> Path:
+    """Write ``change_dir/report.html`` from ``change.csv`` (and Δ maps / transitions.json when present)."""
+    change_dir = Path(change_dir)
+    csv_path = change_dir / "change.csv"
+    if not csv_path.is_file():
+        raise UnreadableFileError("no change.csv in this folder", path=change_dir,
+                                  hint="run `koaimg change BASELINE FOLLOWUP` first")
+    rows = read_csv(csv_path)
+    first = rows[0] if rows else {}
+    visits = _visits(rows)
+    modality = str(first.get("modality", "") or "MR")
+    lookup = _lookup(rows)
+    is_us = modality == "US" or any(r.get("structure") == "ultrasound_femoral_cartilage" for r in rows)
+    meta = [("subject", first.get("subject") or "–"), ("visits", f"{visits[0]} → {visits[1]}"),
+            ("modality", modality), ("knee", first.get("side") or "–")]
+    sections = _us_pair(lookup) if is_us else _mr_pair(change_dir, lookup, visits, modality)
+    info = read_json(change_dir / "transitions.json")
+    items = [f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if isinstance(v, (str, int, float))]
+    for key in ("notes", "warnings", "flags"):
+        if isinstance(info.get(key), list):
+            items += [str(x) for x in info[key]]
+    if items:
+        sections.append(Section("details", "Change details", items=items))
+    sections.append(Section("method", "How to read this", items=[
+        "Δ = follow-up − baseline; %Δ = 100·Δ/baseline. Positive thickness change = thicker cartilage.",
+        "Marks: ▼/▲ when |Δ| exceeds the smallest detectable difference (SDD = 1.96·√2·SEM of the modality's "
+        "test–retest precision); 'within SDD' otherwise. A single knee's 6-month MRI change below the SDD is not "
+        "distinguishable from measurement error.",
+        "Never compare scans from different sequences, scanners or segmentation methods."]))
+    title = "Knee cartilage change report" + (" — ultrasound" if is_us else " — MRI")
+    subtitle = f"Change from the baseline visit ({visits[0]}) to the follow-up visit ({visits[1]})"
+    return render_report(Path(path) if path else change_dir / "report.html", title=title, subtitle=subtitle,
+                         meta=meta, sections=sections)
+
+
+def _mr_pair(change_dir: Path, lookup: dict, visits: tuple[str, str], modality: str) -> list[Section]:
+    cards = []
+    for plate, name in PLATES:
+        row = lookup.get((plate, "all", "ThCtAB.Me"))
+        if row is not None:
+            cards.append({"key": f"{name} ΔThCtAB", "value": f"{fmt(row.get('delta'), 3, signed=True)} mm",
+                          "note": f"{fmt(row.get('baseline'))} → {fmt(row.get('followup'))} mm "
+                                  f"({fmt(row.get('pct_delta'), 1, signed=True)} %)"})
+    thin = sum(1 for (s, r, m), row in lookup.items() if m == "ThCtAB.Me" and r != "all" and beyond(row.get(
+        "beyond_sdd")) and (num(row.get("delta")) or 0) < 0)
+    thick = sum(1 for (s, r, m), row in lookup.items() if m == "ThCtAB.Me" and r != "all" and beyond(row.get(
+        "beyond_sdd")) and (num(row.get("delta")) or 0) > 0)
+    cards.append({"key": "Subregions beyond SDD", "value": f"{thin} ▼ / {thick} ▲",
+                  "note": "thinning / thickening (ThCtAB)"})
+    sections = [Section("summary", "Summary", cards=cards)]
+    figs = []
+    delta = _delta_map(change_dir)
+    if delta is not None:
+        figs.append(figure(*delta))
+    figs += _visit_maps(change_dir, change_dir.parent, visits, modality)
+    sections.append(Section("maps", "Change map", figures=figs,
+                            note="" if figs else "No Δ map was saved in this folder."))
+    tables = []
+    for plate, name in PLATES:
+        regions = list(dict.fromkeys(r for (s, r, m) in lookup if s == plate and m == "ThCtAB.Me"))
+        if not regions:
+            continue
+        ordered = [r for r in regions if r != "all"] + (["all"] if "all" in regions else [])
+        table_rows = []
+        for region in ordered:
+            th = lookup.get((plate, region, "ThCtAB.Me"))
+            vc = lookup.get((plate, region, "VC"))
+            cells = [Cell(region if region != "all" else "plate", title=REGION_NAMES.get(region, region))]
+            cells += _change_cells(th)
+            cells += [Cell(fmt(vc.get("pct_delta") if vc else None, 1, signed=True))]
+            table_rows.append(Row(cells, css="total" if region == "all" else ""))
+        tables.append(Table(["region", "ThCtAB baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD", "VC Δ %"],
+                            table_rows, caption=name))
+    sections.append(Section("regions", "Regional change", tables=tables))
+    trans = transitions_table(lookup)
+    if trans is not None:
+        sections.append(Section("moaks", "MOAKS-style grade transitions", tables=[trans]))
+    return sections
+
+
+def _us_pair(lookup: dict) -> list[Section]:
+    mean = lookup.get(("ultrasound_femoral_cartilage", "mean", "thickness"))
+    cards = [{"key": "Mean thickness Δ", "value": f"{fmt(mean.get('delta') if mean else None, 2, signed=True)} mm",
+              "note": (f"{fmt(mean.get('baseline'))} → {fmt(mean.get('followup'))} mm" if mean else "")}]
+    rows = []
+    for site in ("LC", "IN", "MC", "mean"):
+        row = lookup.get(("ultrasound_femoral_cartilage", site, "thickness"))
+        if row is None:
+            continue
+        rows.append(Row([Cell(site), Cell(REGION_NAMES[site], css="l"), *_change_cells(row)],
+                        css="total" if site == "mean" else ""))
+    table = Table(["site", "location", "baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"], rows)
+    return [Section("summary", "Summary", cards=cards), Section("sites", "Site change", tables=[table])]
