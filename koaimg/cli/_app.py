@@ -41,6 +41,8 @@ def _register() -> None:
     from . import _doctor, _inspect, _measure, _synth  # noqa: F401  (commands register themselves on ``app``)
     from . import _segment  # noqa: F401
     from . import _change  # noqa: F401
+    from . import _qa  # noqa: F401
+    from . import _run  # noqa: F401
     from . import _report  # noqa: F401
 
 
