@@ -16,6 +16,8 @@ _RESUME = typer.Option(False, "--resume", help="Reuse every stage whose outputs 
 _FORCE = typer.Option([], "--force", help="Redo this stage even when it could be reused (ingest, segment, measure, "
                                           "report, dicom, change, pair_report, cohort, cohort_report, export, all); "
                                           "repeatable.")
+_SKIP = typer.Option([], "--skip", help="Do not run this stage now (e.g. dicom or export for a quick look); "
+                                        "recorded as skipped, run later with --resume. Repeatable.")
 _SCHEDULER = typer.Option(None, "--scheduler", envvar="KOAIMG_SCHEDULER",
                           help="Dask scheduler address (tcp://HOST:PORT) to run the jobs on a cluster.")
 _LABELS = typer.Option(None, "--labels-dir", exists=True, file_okay=False,
@@ -68,11 +70,13 @@ class _Progress:
         if reused:
             self.reused += 1
             return
-        line = f"koaimg: [{self.done}/{self.total}] {record.unit} {record.stage} {record.status}"
+        line = f"koaimg: [{self.done}/{self.total}] {record.unit} {record.stage} "
         if record.status == "done":
-            line += f" ({record.seconds:.1f} s)"
-        elif record.reason:
-            line += f": {record.reason}"
+            line += f"done ({record.seconds:.1f} s)"
+        elif record.reason.startswith(record.status):
+            line += record.reason
+        else:
+            line += f"{record.status}: {record.reason}"
         print(line, file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
@@ -115,9 +119,9 @@ def _summary(summary, console) -> None:
                       f"{len(summary.problems)} file problem(s); the rest was processed")
 
 
-def _go(kind: str, source: Path, out: Path, workers: int, resume: bool, force: list[str], scheduler: str | None,
-        labels_dir: Path | None, overrides: Path | None, subject_from: str, bundle: str | None, device: str,
-        method: str, progress: bool | None, **extra) -> None:
+def _go(kind: str, source: Path, out: Path, workers: int, resume: bool, force: list[str], skip: list[str],
+        scheduler: str | None, labels_dir: Path | None, overrides: Path | None, subject_from: str, bundle: str | None,
+        device: str, method: str, progress: bool | None, **extra) -> None:
     from rich.console import Console
 
     from ..core import KoaimgError
@@ -125,8 +129,8 @@ def _go(kind: str, source: Path, out: Path, workers: int, resume: bool, force: l
 
     if subject_from not in ("folder", "header"):
         raise KoaimgError(f"--subject-from {subject_from!r}", hint="use folder or header")
-    options = RunOptions(workers=workers, resume=resume, force=tuple(force), scheduler=scheduler, bundle=bundle,
-                         device=device, method=method, command=kind, cohort=kind == "batch",
+    options = RunOptions(workers=workers, resume=resume, force=tuple(force), skip=tuple(skip), scheduler=scheduler,
+                         bundle=bundle, device=device, method=method, command=kind, cohort=kind == "batch",
                          allocation=str(extra.pop("allocation")) if extra.get("allocation") else None)
     reporter = _Progress(sys.stderr.isatty() if progress is None else progress)
     try:
@@ -147,14 +151,15 @@ def _go(kind: str, source: Path, out: Path, workers: int, resume: bool, force: l
 def run_cmd(
     study_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="One subject: STUDY_DIR/<visit>/..."),
     out: Path = typer.Argument(..., help="Output folder (OUT/<subject>/<visit>/<modality>/ ...)."),
-    workers: int = _WORKERS, resume: bool = _RESUME, force: list[str] = _FORCE, scheduler: str | None = _SCHEDULER,
+    workers: int = _WORKERS, resume: bool = _RESUME, force: list[str] = _FORCE, skip: list[str] = _SKIP,
+    scheduler: str | None = _SCHEDULER,
     labels_dir: Path | None = _LABELS, overrides: Path | None = _OVERRIDES, subject_from: str = _SUBJECT_FROM,
     subject: str | None = typer.Option(None, "--subject", help="Subject name (default: the folder name)."),
     bundle: str | None = _BUNDLE, device: str = _DEVICE, method: str = _METHOD, progress: bool | None = _PROGRESS,
 ) -> None:
     """One subject, all visits and modalities: segment, measure, report, DICOM outputs and baseline→follow-up change."""
-    _go("run", study_dir, out, workers, resume, force, scheduler, labels_dir, overrides, subject_from, bundle, device,
-        method, progress, subject=subject)
+    _go("run", study_dir, out, workers, resume, force, skip, scheduler, labels_dir, overrides, subject_from, bundle,
+        device, method, progress, subject=subject)
 
 
 @app.command("batch")
@@ -162,12 +167,13 @@ def batch_cmd(
     scan_root: Path = typer.Argument(..., exists=True, file_okay=False,
                                      help="A trial export: SCAN_ROOT/<subject>/<visit>/..."),
     out: Path = typer.Argument(..., help="Output folder (per scan, per pair, and OUT/cohort/)."),
-    workers: int = _WORKERS, resume: bool = _RESUME, force: list[str] = _FORCE, scheduler: str | None = _SCHEDULER,
+    workers: int = _WORKERS, resume: bool = _RESUME, force: list[str] = _FORCE, skip: list[str] = _SKIP,
+    scheduler: str | None = _SCHEDULER,
     labels_dir: Path | None = _LABELS, overrides: Path | None = _OVERRIDES, subject_from: str = _SUBJECT_FROM,
     allocation: Path | None = typer.Option(None, "--allocation", exists=True, dir_okay=False,
                                            help="subject,arm CSV (default: SCAN_ROOT/allocation.csv)."),
     bundle: str | None = _BUNDLE, device: str = _DEVICE, method: str = _METHOD, progress: bool | None = _PROGRESS,
 ) -> None:
     """Every subject of an export, in parallel, resumable; then the cohort table per arm."""
-    _go("batch", scan_root, out, workers, resume, force, scheduler, labels_dir, overrides, subject_from, bundle,
+    _go("batch", scan_root, out, workers, resume, force, skip, scheduler, labels_dir, overrides, subject_from, bundle,
         device, method, progress, allocation=allocation)

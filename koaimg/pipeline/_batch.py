@@ -48,6 +48,8 @@ class RunOptions:
     workers: int = 1
     resume: bool = False
     force: tuple[str, ...] = ()
+    #: stages not to run at all (recorded as skipped, "not requested"), e.g. ("dicom",) for a quick look
+    skip: tuple[str, ...] = ()
     scheduler: str | None = None
     bundle: str | None = None
     device: str = "auto"
@@ -166,6 +168,7 @@ class _Engine:
     def __init__(self, plan: StudyPlan, out: Path, options: RunOptions, reporter: _Reporter) -> None:
         self.plan, self.out, self.opt, self.rep = plan, out, options, reporter
         self.forced = expand_force(options.force)
+        self.skipped = expand_force(options.skip)
         self.manifest = Manifest(out)
         self.state: dict[str, dict[str, StageRecord]] = {}
         self.reused: set[tuple[str, str]] = set()
@@ -176,6 +179,7 @@ class _Engine:
         self.pairs_left = {p.unit: p for p in plan.pairs}
         self.cohort_left = options.cohort
         self.started = False
+        self._early: list[StageRecord] = []
 
     # planning ------------------------------------------------------------------------------------------------------
     def _valid(self, rec: StageRecord | None, signature: str, folder: Path) -> bool:
@@ -191,15 +195,35 @@ class _Engine:
         previous = self.manifest.get(unit)
         self.state[unit] = previous
         redo: list[str] = []
+        kept: list[str] = []
+        absent: dict[str, str] = {}
         for s in stages:
-            if s in self.forced or any(d in redo for d in deps_of(s, stages)) or \
+            deps = deps_of(s, stages)
+            if s in self.skipped or any(d in absent for d in deps):
+                rec = previous.get(s)
+                if rec is not None and rec.status == DONE and not any(d in redo or d in absent for d in deps):
+                    kept.append(s)  # not requested now; its earlier outputs stay as they are
+                else:
+                    absent[s] = "not requested (--skip)" if s in self.skipped else \
+                        f"needs {next(d for d in deps if d in absent)} (not requested)"
+            elif s in self.forced or any(d in redo for d in deps) or \
                     not self._valid(previous.get(s), signatures[s], self.out / unit):
                 redo.append(s)
-        for s in stages:
-            if s not in redo:
-                self.reused.add((unit, s))
+            else:
+                kept.append(s)
+        for s in kept:
+            self.reused.add((unit, s))
+            if self.started:
+                self.rep.update(previous[s], True)
+        if absent:
+            not_run = [StageRecord(unit, s, SKIPPED, why, signatures[s]) for s, why in absent.items()]
+            self.manifest.record(not_run)
+            for r in not_run:
+                self.state[unit][r.stage] = r
                 if self.started:
-                    self.rep.update(previous[s], True)
+                    self.rep.update(r, False)
+                else:
+                    self._early.append(r)
         return redo
 
     def _stale(self, unit: str, redo: list[str]) -> list[str]:
@@ -364,6 +388,8 @@ class _Engine:
         self.started = True
         for unit, stage in sorted(self.reused):
             self.rep.update(self.state[unit][stage], True)
+        for r in self._early:
+            self.rep.update(r, False)
         self.executor = make_executor(self.opt.workers, scheduler=self.opt.scheduler, gpu=self.gpu)
         self.manifest.start_run(self.opt.command, self.executor.name, self.executor.workers, __version__)
         self.manifest.set_problems(self.plan.problems)
