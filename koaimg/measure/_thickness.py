@@ -174,7 +174,10 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     thickness = out[:, 6].copy()
     denuded = holes[tuple(seeds.T)]
     if method == "nearest":
-        thickness = _nearest_thickness(bone, cart, out[:, :3], spacing)
+        # a nearest point finds the closest corner of a staircase: for binary labels take the outer surface from
+        # the same one-voxel blur as the bone surface, whose corners are gone
+        smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
+        thickness = _nearest_thickness(bone_field, smooth_union, cart, out[:, :3], spacing, labels.affine)
     missing = (thickness < 0) & ~denuded
     flags[missing] |= FLAG_NO_SURFACE
     thickness[missing] = np.nan
@@ -263,18 +266,36 @@ def _distance_to(mask: np.ndarray, seeds: np.ndarray, spacing: np.ndarray) -> np
     return dist
 
 
-def _nearest_thickness(bone: np.ndarray, cart: np.ndarray, index_points: np.ndarray,
-                       spacing: np.ndarray) -> np.ndarray:
-    """Distance from each bone-surface point to the nearest point of the articular surface (outside voxels touching
-    cartilage, not the bare bone beyond the plate), from a Euclidean distance map; half a voxel is subtracted for
-    the outside voxel's centre."""
-    from ._kernels import trilinear
+def _nearest_thickness(bone_field: np.ndarray, union_field: np.ndarray, cart: np.ndarray, index_points: np.ndarray,
+                       spacing: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Distance (mm) from each sub-voxel bone-surface point to the nearest point of the sub-voxel articular surface.
 
-    outside = ~(bone | cart)
-    articular = outside & ndimage.binary_dilation(cart, np.ones((3, 3, 3), bool))
-    dist = ndimage.distance_transform_edt(~articular, sampling=spacing).astype(np.float32)
-    values = np.array([trilinear(dist, *p) for p in index_points])
-    return np.maximum(values - 0.5 * float(np.min(spacing)), 0.0)
+    The articular surface is the part of the 0.5 level of the bone + cartilage field that has cartilage, not bone,
+    beneath it (the blurred cartilage indicator exceeds the bone field there): the outer surface of the plate
+    without the bare bone around it. Both surfaces are sub-voxel, so on a plate of even thickness this equals the
+    normal distance; by construction it can only be shorter than the distance along any one direction, and it is
+    markedly shorter next to lesion walls and plate edges, where the nearest articular point is on the wall.
+    """
+    from scipy.spatial import cKDTree
+    from skimage.measure import marching_cubes
+
+    near = ndimage.binary_dilation(cart, np.ones((3, 3, 3), bool), iterations=2)
+    verts, faces, _, _ = marching_cubes(union_field, 0.5, allow_degenerate=False, mask=near)
+    if len(faces) == 0:
+        return np.full(len(index_points), -1.0)
+    centroids = verts[faces].mean(axis=1)
+    cart_field = smooth_indicator(cart, spacing, BINARY_SIGMA_MM)
+    probe = centroids.T
+    c = ndimage.map_coordinates(cart_field, probe, order=1, mode="nearest")
+    b = ndimage.map_coordinates(bone_field, probe, order=1, mode="nearest")
+    articular = (c > 2.0 * b) & (b < 0.2)
+    if not articular.any():
+        return np.full(len(index_points), -1.0)
+    # vertices and centroids of the articular triangles sample the surface finely (a fraction of a voxel)
+    samples = np.concatenate([centroids[articular], verts[np.unique(faces[articular])]])
+    tree = cKDTree(samples @ affine[:3, :3].T)
+    dist, _ = tree.query(index_points @ affine[:3, :3].T)
+    return dist
 
 
 def _point_areas(bone_field: np.ndarray, cover_field: np.ndarray, index_points: np.ndarray, normals: np.ndarray,

@@ -161,8 +161,9 @@ def test_nearest_method_is_a_lower_bound_cross_check(phantom):
     interior = normal.edge_distance[pairs[:, 0]] >= 4.0
     a, b = normal.thickness[pairs[:, 0]], nearest.thickness[pairs[:, 1]]
     assert np.median(b - a) <= 0.02
-    assert abs(np.median(b[interior] - a[interior])) < 0.15
-    assert np.corrcoef(a[interior], b[interior])[0, 1] > 0.8
+    # both surfaces are sub-voxel, so away from walls the independent method agrees to a few hundredths of a mm
+    assert abs(np.median(b[interior] - a[interior])) < 0.05
+    assert np.corrcoef(a[interior], b[interior])[0, 1] > 0.9
 
 
 def test_refusals(phantom):
