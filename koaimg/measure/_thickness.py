@@ -7,8 +7,9 @@ bone normal is taken from a smoother bone field, and the ray along it is marched
 The thickness is that distance in mm (anisotropic voxels handled through the affine). Bone surface voxels in holes of
 the cartilage plate (enclosed by covered bone) are denuded: thickness 0, counted in tAB (the ThCtAB convention).
 
-Method ``"nearest"`` (cross-check): distance from each bone-surface point to the nearest point of the articular
-surface (the outer cartilage boundary), from a distance transform; it can only be shorter than the normal distance.
+Method ``"nearest"`` (independent cross-check): distance from each sub-voxel bone-surface point to the nearest
+point of the sub-voxel articular surface (a marching-cubes mesh of the outer cartilage boundary, bare bone excluded);
+it agrees with the normal method away from walls and is shorter next to plate edges and lesion walls.
 """
 
 from __future__ import annotations
