@@ -8,6 +8,7 @@ from ._compare import CHANGE_COLUMNS, KneeChange, change_row, compare_knees
 from ._data import KneeVisit, PlatePoints, visit_from_measurement
 from ._precision import SDD_FACTOR, Precision
 from ._register import RigidTransform, bone_surface, estimate_normals, register_femur
+from ._resample import rigidly_moved_labels
 from ._scores import MOAKS_COMPARTMENTS, SUMMARY_FORMULAS, grade_transitions, ordered_values, thinning_thickening
 from ._transfer import transfer_thickness
 
@@ -28,6 +29,7 @@ __all__ = [
     "grade_transitions",
     "ordered_values",
     "register_femur",
+    "rigidly_moved_labels",
     "thinning_thickening",
     "transfer_thickness",
     "visit_from_measurement",
