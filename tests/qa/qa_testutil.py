@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
 SUBJECT = "KOA-001"
 BASELINE = f"{SUBJECT}~baseline~MR"
@@ -28,3 +32,67 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, gz: bool = True) -> by
     if gz:
         return gzip.compress(raw)
     return raw
+
+
+def _write_change(bl: Path, fu: Path, out: Path) -> None:
+    """A change.csv in the DESIGN.md schema from two measures.csv (what run_change writes, minus registration)."""
+    def values(folder: Path) -> dict:
+        with (folder / "measures.csv").open() as fh:
+            return {(r["structure"], r["region"], r["metric"]): r for r in csv.DictReader(fh)}
+
+    a, b = values(bl), values(fu)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["subject", "modality", "side", "structure", "scheme", "region", "metric", "unit", "baseline", "followup",
+            "delta", "pct_delta", "beyond_sdd"]
+    with (out / "change.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        for key, row in a.items():
+            if key not in b or not row["value"] or not b[key]["value"]:
+                continue
+            x, y = float(row["value"]), float(b[key]["value"])
+            writer.writerow({"subject": SUBJECT, "modality": "MR", "side": row["side"], "structure": key[0],
+                             "scheme": row["scheme"], "region": key[1], "metric": key[2], "unit": row["unit"],
+                             "baseline": x, "followup": y, "delta": y - x,
+                             "pct_delta": 100 * (y - x) / x if x else "", "beyond_sdd": abs(y - x) > 0.1})
+    t0, t1 = nib.load(str(bl / "thickness.nii.gz")), nib.load(str(fu / "thickness.nii.gz"))
+    delta = np.asarray(t1.dataobj, dtype=np.float32) - np.asarray(t0.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(delta, t0.affine), str(out / "delta_thickness.nii.gz"))
+
+
+def build_output(root: Path) -> Path:
+    """Write the QA test output folder under ``root`` and return it (about 6 s on two cores)."""
+    from koaimg.pipeline._measure import measure_file
+    from koaimg.pipeline._synth import synth_knee
+
+    phantom = synth_knee(root / "knee_src", acquisition="dess", scale=4, formats=("nifti",))
+    out = root / "OUT"
+    labels_img = nib.load(str(phantom / "labels.nii.gz"))
+    labels = np.asarray(labels_img.dataobj).astype(np.uint8)
+    eroded = labels.copy()
+    fem = np.argwhere(labels == 2)
+    cut = fem[:, 2] < np.percentile(fem[:, 2], 30)  # drop a third of the femoral cartilage along one axis
+    eroded[tuple(fem[cut].T)] = 0
+    for visit, array in (("baseline", labels), ("month6", eroded)):
+        scan = out / SUBJECT / visit / "MR"
+        scan.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(array, labels_img.affine), str(scan / "labels.nii.gz"))
+        shutil.copy(phantom / "image.nii.gz", scan / "image.nii.gz")
+        measure_file(scan / "labels.nii.gz", scan, subject=SUBJECT, visit=visit)
+    (out / SUBJECT / "baseline" / "MR" / "qa_flags.json").write_text(
+        json.dumps({"flags": [{"code": "low_contrast", "message": "cartilage/fluid contrast below threshold"}]}))
+    _write_change(out / SUBJECT / "baseline" / "MR", out / SUBJECT / "month6" / "MR",
+                  out / SUBJECT / "change_baseline_month6")
+    us = out / "KOA-002" / "baseline" / "US"
+    us.mkdir(parents=True)
+    with (us / "measures.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["subject", "visit", "modality", "side", "structure", "scheme", "region", "metric", "value",
+                         "unit"])
+        for region, value in (("LC", 2.1), ("IN", 2.6), ("MC", 2.0), ("mean", 2.23)):
+            writer.writerow(["KOA-002", "baseline", "US", "right", "ultrasound_femoral_cartilage", "ultrasound",
+                             region, "thickness", value, "mm"])
+    Image.fromarray((np.random.default_rng(0).random((60, 80)) * 255).astype(np.uint8)).save(us / "overlay.png")
+    (out / "cohort").mkdir()  # not a subject
+    (out / "cohort" / "cohort.csv").write_text("arm,n\n")
+    return out

@@ -1,6 +1,6 @@
 // Case view: NiiVue three-plane viewer (image + segmentation, thickness or Δ with colour bars), regional table,
 // MOAKS grid with per-subregion overrides, decisions, and corrections (drawn in the viewer or uploaded as NIfTI).
-import { Niivue, SHOW_RENDER } from "/static/vendor/niivue/niivue.js";
+import { MULTIPLANAR_TYPE, Niivue, SHOW_RENDER } from "/static/vendor/niivue/niivue.js";
 import { api, badge, bindReviewer, el, etagOf, fmt, message, postJSON, typing } from "./common.js";
 
 const caseId = decodeURIComponent(window.location.pathname.split("/").pop());
@@ -33,7 +33,8 @@ async function startViewer(lut) {
   const background = v.image || v.labels;
   if (!background) { message(viewerMsg, "no image or label map in this case folder"); return false; }
   nv = new Niivue({ backColor: [0, 0, 0, 1], isColorbar: true, dragAndDropEnabled: false, logLevel: "warn",
-    show3Dcrosshair: false, crosshairColor: [1, 1, 0, 0.6], multiplanarShowRender: SHOW_RENDER.NEVER });
+    show3Dcrosshair: false, crosshairColor: [1, 1, 0, 0.6], multiplanarShowRender: SHOW_RENDER.NEVER,
+    multiplanarLayout: MULTIPLANAR_TYPE.GRID, colorbarHeight: 0.03 });
   await nv.attachTo("viewer");
   const list = [{ url: background, name: "image.nii.gz", colormap: "gray", colorbarVisible: false }];
   const layers = [];
@@ -171,7 +172,7 @@ function gradeSelect(row, grade) {
         value: select.value === "" ? null : Number(select.value), reviewer: reviewer(),
         comment: document.getElementById("comment").value }, etag);
       etag = etagOf(response);
-      document.getElementById("version").textContent = `version ${etag}`;
+      document.getElementById("version").textContent = `version ${etag.replaceAll('"', "")}`;
       message(msg, `${row.region} ${grade.replace("moaks_", "").replace("_grade", "")} grade saved`);
     } catch (error) {
       conflict(error);
@@ -218,10 +219,18 @@ function renderPictures() {
     el("img", { class: "map", src: url, alt: titles[role] || role, "data-role": role }))));
 }
 
+function describe(event) {
+  if (event.action !== "correction" && event.action !== "change_recompute") return event.after ?? "";
+  let d = {};
+  try { d = JSON.parse(event.after); } catch (_) { return event.after ?? ""; }
+  if (event.action === "correction") return `v${d.version} (${d.source}, ${d.labels?.changed_voxels ?? "?"} voxels changed)`;
+  return d.recomputed ? `v${d.version}` : `not recomputed: ${d.reason}`;
+}
+
 function renderHistory() {
   const rows = detail.audit.slice().reverse().map(a => el("tr", {}, el("td", { class: "muted" }, a.at.slice(0, 19)),
     el("td", {}, a.reviewer), el("td", {}, a.action), el("td", {}, a.field || ""),
-    el("td", {}, `${a.before ?? ""} → ${(a.after ?? "").slice(0, 80)}`), el("td", {}, a.comment || "")));
+    el("td", {}, `${a.before ?? ""} → ${describe(a)}`), el("td", {}, a.comment || "")));
   document.getElementById("history").replaceChildren(rows.length ? el("table", {}, el("tbody", {}, ...rows))
     : el("p", { class: "muted" }, "no review yet"));
 }
@@ -232,7 +241,7 @@ function renderHeader() {
   document.getElementById("title").textContent = title;
   document.title = `koaimg QA · ${title}`;
   document.getElementById("status").replaceChildren(badge(detail.state.status));
-  document.getElementById("version").textContent = `version ${etag}` +
+  document.getElementById("version").textContent = `version ${etag.replaceAll('"', "")}` +
     (detail.shown_version ? ` · segmentation v${detail.shown_version}` : "");
   document.getElementById("flags").replaceChildren(...detail.flags.map(f =>
     el("div", { class: "flag" }, `⚑ ${f.code}: ${f.message}`)));
@@ -290,7 +299,7 @@ async function main() {
       message(viewerMsg, `viewer: ${error.message}`, true);
     }
   } else {
-    document.getElementById("viewer").hidden = true;
+    document.getElementById("viewer-box").hidden = true;
   }
   setupUpload();
   window.koaimgQA = { ready: true, nv, detail };
