@@ -321,7 +321,7 @@ class _ScanRunner:
             if self.p.get("problem"):
                 from ..core import DicomSeriesError
 
-                raise DicomSeriesError(self.p["problem"], hint="re-export the series; the rest of the batch goes on")
+                raise DicomSeriesError(self.p["problem"])
             self._image = load_series(self.p["series"], pixel_spacing_mm=self.p.get("pixel_spacing_mm"))
         return self._image
 

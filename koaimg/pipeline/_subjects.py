@@ -171,7 +171,7 @@ def _override_for(series: SeriesInfo, overrides: list[_Override]) -> _Override |
 def _short(path: str, code: str, message: str) -> str:
     """A problem line naming the file but not the folders above it (they may carry identifiers)."""
     text = message[len(path) + 2:] if message.startswith(path + ": ") else message
-    return f"{code}: {Path(path).name}: {text}"
+    return f"{code}: {text}" if Path(path).is_dir() else f"{code}: {Path(path).name}: {text}"
 
 
 def _modality(series: SeriesInfo) -> str | None:
