@@ -10,7 +10,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .. import __version__
-from ._dicom_source import MANUFACTURER, content_hash, derived_uid, finalise, read_source_series, save
+from ._dicom_source import (
+    MANUFACTURER,
+    content_hash,
+    derived_uid,
+    finalise,
+    quiet_person_names,
+    read_source_series,
+    save,
+)
 
 
 def _rgb(png_or_rgb: str | Path | bytes | np.ndarray) -> np.ndarray:
@@ -40,12 +48,14 @@ def build_secondary_capture(png_or_rgb: str | Path | bytes | np.ndarray, source:
     src = read_source_series(source)[0]
     laterality = str(src.get("Laterality", "") or src.get("ImageLaterality", "")).upper()
     key = content_hash(pixels, description)
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=src, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT", series_instance_uid=derived_uid("sc-series", src.SeriesInstanceUID, series_number),
-        series_number=series_number, sop_instance_uid=derived_uid("sc", src.SeriesInstanceUID, key),
-        instance_number=instance_number, manufacturer=MANUFACTURER, patient_orientation=("A", "F"),
-        laterality=laterality if laterality in ("R", "L") else None, transfer_syntax_uid="1.2.840.10008.1.2.1")
+    with quiet_person_names():
+        sc = hd.sc.SCImage.from_ref_dataset(
+            ref_dataset=src, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
+            coordinate_system="PATIENT",
+            series_instance_uid=derived_uid("sc-series", src.SeriesInstanceUID, series_number),
+            series_number=series_number, sop_instance_uid=derived_uid("sc", src.SeriesInstanceUID, key),
+            instance_number=instance_number, manufacturer=MANUFACTURER, patient_orientation=("A", "F"),
+            laterality=laterality if laterality in ("R", "L") else None, transfer_syntax_uid="1.2.840.10008.1.2.1")
     sc.PatientOrientation = ""  # type 2: a composite figure has no single patient orientation
     sc.SeriesDescription = "koaimg key figures"
     sc.ImageComments = description[:10240]

@@ -23,6 +23,7 @@ from ._dicom_source import (
     content_hash,
     derived_uid,
     finalise,
+    quiet_person_names,
     read_source_series,
     save,
     source_geometry,
@@ -97,14 +98,15 @@ def build_dicom_seg(labels: LabelVolume, source: str | Path | Sequence[Dataset],
         seg_type = hd.seg.SegmentationTypeValues.BINARY
     src = datasets[0]
     key = content_hash(pixel_array, seg_type.value, *[s.key for s in present])
-    seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=pixel_array, segmentation_type=seg_type,
-        segment_descriptions=segment_descriptions(present),
-        series_instance_uid=derived_uid("seg-series", src.SeriesInstanceUID, key), series_number=series_number,
-        sop_instance_uid=derived_uid("seg", src.SeriesInstanceUID, key), instance_number=1,
-        manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME, software_versions=__version__,
-        device_serial_number=DEVICE_SERIAL, series_description=series_description,
-        content_label="CARTILAGE", content_description="knee bones and cartilage plates", omit_empty_frames=True)
+    with quiet_person_names():
+        seg = hd.seg.Segmentation(
+            source_images=datasets, pixel_array=pixel_array, segmentation_type=seg_type,
+            segment_descriptions=segment_descriptions(present),
+            series_instance_uid=derived_uid("seg-series", src.SeriesInstanceUID, key), series_number=series_number,
+            sop_instance_uid=derived_uid("seg", src.SeriesInstanceUID, key), instance_number=1,
+            manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME, software_versions=__version__,
+            device_serial_number=DEVICE_SERIAL, series_description=series_description,
+            content_label="CARTILAGE", content_description="knee bones and cartilage plates", omit_empty_frames=True)
     return finalise(seg, src)
 
 

@@ -8,8 +8,10 @@ export (for example after a crash and ``--resume``) writes byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,14 @@ def source_geometry(datasets: Sequence[Dataset]):  # -> highdicom.VolumeGeometry
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")) or None)
 
 
+@contextlib.contextmanager
+def quiet_person_names() -> Iterator[None]:
+    """Pseudonyms are single-component person names ("SUBJ-001"); pydicom warns about each one it copies."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+        yield
+
+
 def derived_uid(*parts: object) -> UID:
     """A UID that depends only on its inputs (source UIDs, content hash, kind), so re-runs are reproducible."""
     return generate_uid(entropy_srcs=[MANUFACTURER, __version__, *(str(p) for p in parts)])
@@ -135,6 +145,17 @@ def finalise(ds: Dataset, source: Dataset) -> Dataset:
             setattr(ds, f"{prefix}Date", date)
         if f"{prefix}Time" in ds:
             setattr(ds, f"{prefix}Time", time)
+    if "DateOfSecondaryCapture" in ds or "TimeOfSecondaryCapture" in ds:
+        ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = date, time
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = f"{date}{time}"
+    # highdicom draws the dimension organisation UID at random: derive it from the instance instead
+    organisation = derived_uid("dimension-organisation", ds.SOPInstanceUID)
+    for keyword in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in ds.get(keyword, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = organisation
     return ds
 
 

@@ -29,7 +29,16 @@ from ._dicom_codes import (
     metric_concept,
     region_concept,
 )
-from ._dicom_source import MANUFACTURER, MODEL_NAME, content_hash, derived_uid, finalise, read_source_series, save
+from ._dicom_source import (
+    MANUFACTURER,
+    MODEL_NAME,
+    content_hash,
+    derived_uid,
+    finalise,
+    quiet_person_names,
+    read_source_series,
+    save,
+)
 
 
 def _rows(rows: Iterable[Mapping] | str | Path) -> list[dict]:
@@ -95,8 +104,7 @@ def build_dicom_sr(rows: Iterable[Mapping] | str | Path, source: str | Path | Se
                 continue
             unit = UNITS.get(str(row.get("unit", "")) or "1", UNITS["1"])
             name, derivation = metric_concept(metric)
-            measurements.append(hd.sr.Measurement(name=name, value=value, unit=unit, derivation=derivation,
-                                                  algorithm_id=algorithm))
+            measurements.append(hd.sr.Measurement(name=name, value=value, unit=unit, derivation=derivation))
         if not measurements and not evaluations:
             continue
         tracking = hd.sr.TrackingIdentifier(identifier=f"{structure}/{region}",
@@ -121,11 +129,13 @@ def build_dicom_sr(rows: Iterable[Mapping] | str | Path, source: str | Path | Se
     evidence = list(datasets) + ([seg_ds] if seg_ds is not None else [])
     key = content_hash(repr(sorted((k, str(sorted(r.items()))) for k, v in groups.items() for r in v)),
                        seg_ds.SOPInstanceUID if seg_ds is not None else "")
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report[0], series_instance_uid=derived_uid("sr-series", src.SeriesInstanceUID, key),
-        series_number=series_number, sop_instance_uid=derived_uid("sr", src.SeriesInstanceUID, key),
-        instance_number=1, manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description="koaimg cartilage measurements")
+    with quiet_person_names():
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=evidence, content=report[0],
+            series_instance_uid=derived_uid("sr-series", src.SeriesInstanceUID, key),
+            series_number=series_number, sop_instance_uid=derived_uid("sr", src.SeriesInstanceUID, key),
+            instance_number=1, manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+            series_description="koaimg cartilage measurements")
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME
     scheme.CodingSchemeName = PRIVATE_SCHEME_NAME
@@ -145,41 +155,35 @@ def write_dicom_sr(rows: Iterable[Mapping] | str | Path, source: str | Path | Se
 
 
 def read_dicom_sr_rows(path: str | Path) -> list[dict]:
-    """Tidy rows (structure, region, metric, value, unit) back from a koaimg SR, for round-trip checks and users."""
-    import highdicom as hd
+    """Tidy rows (structure, region, metric, value, unit) back from a koaimg SR, for round-trip checks and users.
 
-    sr = hd.sr.srread(path)
-    out = []
-    groups = list(sr.content.get_volumetric_roi_measurement_groups())
-    groups += [g for g in _plain_groups(sr)]
-    for group in groups:
-        structure, _, region = str(group.tracking_identifier).partition("/")
-        for m in group.get_measurements():
-            out.append({"structure": structure, "region": region, "metric": _metric_name(m.name),
-                        "value": float(m.value), "unit": m.unit.value})
-        for q in group.get_qualitative_evaluations():
-            out.append({"structure": structure, "region": region, "metric": _metric_name(q.name),
-                        "value": float(q.value.value.split("-")[-1]), "unit": ""})
-    return out
-
-
-def _plain_groups(sr) -> list:
-    """Measurement groups that are not ROI groups (ultrasound sites, plates without a SEG)."""
-    import highdicom as hd
+    Walks the TID 1500 tree with pydicom (highdicom's generic content search is slow on ~200 measurements).
+    """
+    import pydicom
     from pydicom.sr.codedict import codes
 
-    found = []
-    for item in sr.ContentSequence:
-        if item.ConceptNameCodeSequence[0].CodeValue != codes.DCM.ImagingMeasurements.value:
+    sr = pydicom.dcmread(path)
+    out = []
+    for container in sr.get("ContentSequence", []):
+        if container.ConceptNameCodeSequence[0].CodeValue != codes.DCM.ImagingMeasurements.value:
             continue
-        for group in item.ContentSequence:
-            if group.ConceptNameCodeSequence[0].CodeValue != codes.DCM.MeasurementGroup.value:
-                continue
-            has_roi = any(c.ConceptNameCodeSequence[0].CodeValue in ("121231", "121191", "121233")
-                          for c in group.ContentSequence)
-            if not has_roi:
-                found.append(hd.sr.MeasurementsAndQualitativeEvaluations.from_sequence([group]))
-    return found
+        for group in container.get("ContentSequence", []):
+            items = group.get("ContentSequence", [])
+            tracking = next((str(i.TextValue) for i in items if i.ValueType == "TEXT"
+                             and i.ConceptNameCodeSequence[0].CodeValue == codes.DCM.TrackingIdentifier.value), "")
+            structure, _, region = tracking.partition("/")
+            for item in items:
+                name = item.ConceptNameCodeSequence[0]
+                if item.ValueType == "NUM" and "MeasuredValueSequence" in item:
+                    value = item.MeasuredValueSequence[0]
+                    out.append({"structure": structure, "region": region, "metric": _metric_name(name),
+                                "value": float(value.NumericValue),
+                                "unit": str(value.MeasurementUnitsCodeSequence[0].CodeValue)})
+                elif item.ValueType == "CODE" and name.CodingSchemeDesignator == PRIVATE_SCHEME:
+                    grade = str(item.ConceptCodeSequence[0].CodeValue).split("-")[-1]
+                    out.append({"structure": structure, "region": region, "metric": _metric_name(name),
+                                "value": float(grade), "unit": ""})
+    return out
 
 
 def _metric_name(concept) -> str:
@@ -187,9 +191,10 @@ def _metric_name(concept) -> str:
     from ._dicom_codes import _SHORT_VALUES, _STANDARD_METRICS
 
     reverse = {v: k for k, v in _SHORT_VALUES.items()}
-    if concept.scheme_designator == PRIVATE_SCHEME:
-        return reverse.get(concept.value, concept.value)
+    value, scheme = str(concept.CodeValue), str(concept.CodingSchemeDesignator)
+    if scheme == PRIVATE_SCHEME:
+        return reverse.get(value, value)
     for metric, (code, _) in _STANDARD_METRICS.items():
-        if code.value == concept.value and code.scheme_designator == concept.scheme_designator:
+        if code.value == value and code.scheme_designator == scheme:
             return metric
-    return concept.meaning
+    return str(concept.CodeMeaning)

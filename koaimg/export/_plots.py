@@ -157,12 +157,12 @@ def map_figure(grid: np.ndarray, axes: Mapping | None = None, *, title: str = ""
     finite = grid[np.isfinite(grid)]
     if diverging:
         bound = hi if hi is not None else max(0.25, float(np.percentile(np.abs(finite), 98)) if finite.size else 1.0)
-        lo, hi, cmap = -bound, bound, matplotlib.colormaps["RdBu"].copy()
+        lo, hi, cmap = -bound, bound, matplotlib.colormaps["RdBu"]
     else:
         lo = 0.0 if lo is None else lo
         hi = (max(1.0, float(np.percentile(finite, 99.5))) if finite.size else 4.0) if hi is None else hi
-        cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#d9d9d9")
+        cmap = matplotlib.colormaps["viridis"]
+    cmap = cmap.with_extremes(bad="#d9d9d9")
     fig, ax = plt.subplots(figsize=(5.6, 5.2), facecolor="white", layout="constrained")
     extent = None
     if axes and {"x0_mm", "mm_per_px", "alpha_top_deg", "deg_per_px"} <= set(axes):
