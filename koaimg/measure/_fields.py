@@ -42,10 +42,15 @@ class Crop:
 
 def crop_around(mask: np.ndarray, spacing: np.ndarray, margin_mm: float) -> Crop:
     """Bounding box of ``mask`` grown by ``margin_mm`` (clipped to the grid)."""
-    idx = np.argwhere(mask)
+    # per-axis projections: far cheaper than listing every voxel of a large mask
+    first, last = [], []
+    for axis in range(3):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        first.append(present[0])
+        last.append(present[-1])
     margin = np.ceil(margin_mm / np.asarray(spacing)).astype(int)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, np.array(mask.shape))
+    lo = np.maximum(np.array(first) - margin, 0)
+    hi = np.minimum(np.array(last) + margin + 1, np.array(mask.shape))
     return Crop(tuple(int(v) for v in lo), tuple(int(v) for v in hi))
 
 
@@ -59,3 +64,11 @@ def smooth_probability(prob: np.ndarray, spacing: np.ndarray, sigma_mm: float = 
     """Lightly blurred probability map (float32)."""
     sigma = [sigma_mm / s for s in spacing]
     return ndimage.gaussian_filter(np.asarray(prob, dtype=np.float32), sigma=sigma, mode="nearest", truncate=3.0)
+
+
+def dilate_cube(mask: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Binary dilation by a (2r+1)^3 cube: a separable maximum filter, several times faster than
+    ``binary_dilation`` with a cube structuring element and identical to it."""
+    return ndimage.maximum_filter(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8),
+                                  size=2 * radius + 1, mode="constant", cval=0).astype(bool)
+
