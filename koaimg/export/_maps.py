@@ -54,15 +54,17 @@ def unrolled_femoral_map(frame_points: np.ndarray, alpha_deg: np.ndarray, values
 
 
 def thickness_map_png(grid: np.ndarray, path: str | Path, *, lo: float = 0.0, hi: float = 4.0,
-                      diverging: bool = False, scale: int = 4, title: str = "") -> Path:
-    """Write the unrolled map as an RGB PNG with a colour bar strip on the right (``lo``..``hi`` mm)."""
+                      diverging: bool = False, scale: int = 4, title: str = "", orientation: bool = True) -> Path:
+    """Write the unrolled map as an RGB PNG with a colour bar strip on the right (``lo``..``hi`` mm) and, for the
+    femoral map's layout, where anterior/posterior and medial/lateral are (a reader should not have to guess)."""
     rgb = colourise(grid, lo, hi, diverging=diverging)
     img = Image.fromarray(rgb).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
     bar_h = img.height
     ramp = np.linspace(hi, lo, bar_h)[:, None].repeat(16, axis=1)
     bar = Image.fromarray(colourise(ramp, lo, hi, diverging=diverging))
-    canvas = Image.new("RGB", (img.width + 60, img.height + (14 if title else 0)), (255, 255, 255))
-    top = 14 if title else 0
+    top = (14 if title else 0) + (14 if orientation else 0)
+    bottom = 14 if orientation else 0
+    canvas = Image.new("RGB", (img.width + 60, img.height + top + bottom), (255, 255, 255))
     canvas.paste(img, (0, top))
     canvas.paste(bar, (img.width + 8, top))
     from PIL import ImageDraw
@@ -72,6 +74,10 @@ def thickness_map_png(grid: np.ndarray, path: str | Path, *, lo: float = 0.0, hi
     draw.text((img.width + 27, top + bar_h - 10), f"{lo:g} mm", fill=(0, 0, 0))
     if title:
         draw.text((2, 1), title, fill=(0, 0, 0))
+    if orientation:
+        draw.text((2, top - 13), "anterior (trochlea)", fill=(0, 0, 0))
+        draw.text((2, top + img.height + 1), "medial    posterior", fill=(0, 0, 0))
+        draw.text((max(img.width - 40, 90), top + img.height + 1), "lateral", fill=(0, 0, 0))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)
