@@ -39,8 +39,8 @@ SCAN_FILES = {
 #: role → candidate file names in a pair folder (first one present wins)
 PAIR_FILES = {
     "change": ("change.csv",),
-    "delta": ("delta_thickness.nii.gz", "thickness_change.nii.gz", "delta.nii.gz", "change.nii.gz"),
-    "delta_map": ("delta_thickness_map.png", "thickness_change_map.png", "delta_map.png", "change_map.png"),
+    "delta": ("delta_thickness.nii.gz", "delta.nii.gz"),
+    "delta_map": ("femoral_delta_map.png", "delta_thickness_map.png", "delta_map.png"),
     "transitions": ("transitions.json",),
     "report": ("report.html",),
     "qa_flags": ("qa_flags.json",),

@@ -2,7 +2,7 @@
 
 OUT/KOA-001/{baseline,month6}/MR: scan folders written by ``measure_file`` from a coarse procedural knee (the
 follow-up with part of the femoral cartilage removed), with ``image.nii.gz`` and ``labels.nii.gz`` beside them;
-OUT/KOA-001/change_baseline_month6: a pair (change.csv + Δ NIfTI); OUT/KOA-002/baseline/US: an ultrasound scan.
+OUT/KOA-001/change_baseline_month6: the pair written by ``run_change``; OUT/KOA-002/baseline/US: an ultrasound scan.
 """
 
 from __future__ import annotations

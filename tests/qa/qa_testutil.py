@@ -34,34 +34,9 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, gz: bool = True) -> by
     return raw
 
 
-def _write_change(bl: Path, fu: Path, out: Path) -> None:
-    """A change.csv in the DESIGN.md schema from two measures.csv (what run_change writes, minus registration)."""
-    def values(folder: Path) -> dict:
-        with (folder / "measures.csv").open() as fh:
-            return {(r["structure"], r["region"], r["metric"]): r for r in csv.DictReader(fh)}
-
-    a, b = values(bl), values(fu)
-    out.mkdir(parents=True, exist_ok=True)
-    cols = ["subject", "modality", "side", "structure", "scheme", "region", "metric", "unit", "baseline", "followup",
-            "delta", "pct_delta", "beyond_sdd"]
-    with (out / "change.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=cols)
-        writer.writeheader()
-        for key, row in a.items():
-            if key not in b or not row["value"] or not b[key]["value"]:
-                continue
-            x, y = float(row["value"]), float(b[key]["value"])
-            writer.writerow({"subject": SUBJECT, "modality": "MR", "side": row["side"], "structure": key[0],
-                             "scheme": row["scheme"], "region": key[1], "metric": key[2], "unit": row["unit"],
-                             "baseline": x, "followup": y, "delta": y - x,
-                             "pct_delta": 100 * (y - x) / x if x else "", "beyond_sdd": abs(y - x) > 0.1})
-    t0, t1 = nib.load(str(bl / "thickness.nii.gz")), nib.load(str(fu / "thickness.nii.gz"))
-    delta = np.asarray(t1.dataobj, dtype=np.float32) - np.asarray(t0.dataobj, dtype=np.float32)
-    nib.save(nib.Nifti1Image(delta, t0.affine), str(out / "delta_thickness.nii.gz"))
-
-
 def build_output(root: Path) -> Path:
     """Write the QA test output folder under ``root`` and return it (about 6 s on two cores)."""
+    from koaimg.pipeline import run_change
     from koaimg.pipeline._measure import measure_file
     from koaimg.pipeline._synth import synth_knee
 
@@ -81,8 +56,8 @@ def build_output(root: Path) -> Path:
         measure_file(scan / "labels.nii.gz", scan, subject=SUBJECT, visit=visit)
     (out / SUBJECT / "baseline" / "MR" / "qa_flags.json").write_text(
         json.dumps({"flags": [{"code": "low_contrast", "message": "cartilage/fluid contrast below threshold"}]}))
-    _write_change(out / SUBJECT / "baseline" / "MR", out / SUBJECT / "month6" / "MR",
-                  out / SUBJECT / "change_baseline_month6")
+    run_change(out / SUBJECT / "baseline" / "MR", out / SUBJECT / "month6" / "MR",
+               out / SUBJECT / "change_baseline_month6", subject=SUBJECT)
     us = out / "KOA-002" / "baseline" / "US"
     us.mkdir(parents=True)
     with (us / "measures.csv").open("w", newline="") as fh:

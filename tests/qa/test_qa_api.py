@@ -73,6 +73,7 @@ def test_case_detail_has_tables_grid_and_viewer_urls(client: TestClient) -> None
     pair = client.get(f"/api/cases/{PAIR}").json()
     assert pair["kind"] == "pair" and pair["baseline_case"] == BASELINE and pair["followup_case"] == FOLLOWUP
     assert "delta" in pair["volumes"] and pair["volumes"]["image"].startswith(f"/api/cases/{BASELINE}/")
+    assert pair["images"] == {"delta_map": f"/api/cases/{PAIR}/v/0/delta_map.png"}
     assert any(r["metric"] == "ThCtAB.Me" and r["delta"] is not None for r in pair["change"])
     us = client.get(f"/api/cases/{US_CASE}").json()
     assert us["images"] == {"overlay": f"/api/cases/{US_CASE}/v/0/overlay.png"} and not us["correctable"]
@@ -277,8 +278,15 @@ def test_correction_is_validated_stored_as_new_version_and_remeasured(client: Te
     assert row["values"]["1"]["tAB"] < row["values"]["0"]["tAB"]  # both versions, the corrected one smaller
     assert client.get(f"/api/cases/{BASELINE}/v/1/labels.nii.gz").status_code == 200
     assert client.get(f"/api/cases/{BASELINE}/v/0/labels.nii.gz").status_code == 200
-    pair_audit = client.get(f"/api/cases/{PAIR}/audit").json()
-    assert pair_audit[-1]["action"] == "change_recompute"  # recomputed, or the reason it could not be is recorded
+    pair_event = client.get(f"/api/cases/{PAIR}/audit").json()[-1]
+    assert pair_event["action"] == "change_recompute" and '"recomputed": true' in pair_event["after"]
+    assert result["pairs"] == [{"pair": PAIR, "recomputed": True, "version": 1,
+                                "trigger_versions": {BASELINE: 1, FOLLOWUP: 0}}]
+    pair_dir = qa_out / SUBJECT / "change_baseline_month6"
+    assert (pair_dir / "corrected" / "v1" / "change.csv").is_file() and (pair_dir / "change.csv").is_file()
+    pair = client.get(f"/api/cases/{PAIR}").json()
+    assert pair["shown_version"] == 1 and pair["volumes"]["labels"].endswith(f"{BASELINE}/v/1/labels.nii.gz")
+    assert pair["change_original"] and pair["change"] != pair["change_original"]
     second = _upload(client, BASELINE, nifti_bytes(np.asarray(ref.dataobj), ref.affine), '"1"', source="drawn")
     assert second.status_code == 201 and second.json()["state"]["label_version"] == 2
     assert (scan / "corrected" / "v1" / "labels.nii.gz").is_file()  # v1 kept when v2 arrives
