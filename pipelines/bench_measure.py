@@ -294,6 +294,98 @@ def shell_cases(root: Path, quick: bool) -> list[Case]:
     return cases
 
 
+def regional_knee(quick: bool, repeats: int) -> dict:
+    """Regional figures on the whole knee (femur, tibia, patella; FMC and TLC full-thickness, FLT 60 % defects):
+    per MOAKS subregion, ThCtAB.Me against the phantom's exact regional truth (end to end: landmark-placed region
+    boundaries included) and against the truth at the measured points (measurement only), dAB% against truth, MOAKS
+    grades against truth; and the time of ``measure_knee`` (thickness + subregions + MOAKS) for the femur alone and
+    for all plates with both schemes (median of ``repeats`` after a warm-up)."""
+    from koaimg.core import Structure
+    from koaimg.measure import measure_knee
+    from koaimg.synth import Acquisition, Defect, KneeAnatomy, Pose, make_knee_phantom
+    from koaimg.synth._knee_phantom import world_from_knee
+    from koaimg.synth._knee_sdf import foot_points
+
+    anatomy = KneeAnatomy().with_defects(Defect("FMC", 5.0, 1.0), Defect("FLT", 4.0, 0.6), Defect("TLC", 4.0, 1.0))
+    shape = (256, 256, 128) if quick else (384, 384, 160)
+    acquisition = Acquisition("dess_bench", shape, (0.3646, 0.3646, 0.7), "PIR", "dess")
+    pose = Pose((3.0, -4.0, 2.0), (1.5, -2.0, 1.0))
+    phantom = make_knee_phantom(anatomy, acquisition, seed=3, pose=pose, keep_bone_fraction=True, with_image=False)
+    to_knee = np.linalg.inv(world_from_knee(phantom.side, phantom.pose))
+
+    def truth_at(bone: str, points: np.ndarray) -> np.ndarray:
+        k = points @ to_knee[:3, :3].T + to_knee[:3, 3]
+        f = anatomy.frame_from_knee(bone)
+        feet = foot_points(anatomy.bone_prims()[bone], np.ascontiguousarray(k @ f[:3, :3].T + f[:3, 3]))
+        plate, h, _ = anatomy.plate_and_thickness(bone, feet[:, :3], feet[:, 3:6])
+        return np.where(plate, h, 0.0)
+
+    structures = {"femur": (Structure.FEMUR, Structure.FEMORAL_CARTILAGE),
+                  "tibia": (Structure.TIBIA, Structure.TIBIAL_CARTILAGE),
+                  "patella": (Structure.PATELLA, Structure.PATELLAR_CARTILAGE)}
+    out: dict = {"regions": [], "summary": {}, "timing": {}}
+    for source in ("binary", "probability"):
+        probabilities = None
+        if source == "probability":
+            probabilities = {}
+            for bone, (b, c) in structures.items():
+                probabilities[b] = phantom.bone_fraction[bone].array
+                probabilities[c] = phantom.cartilage_fraction[bone].array
+        measurement = measure_knee(phantom.labels, probabilities=probabilities)
+        e2e, same, dab, grades = [], [], [], []
+        for bone, plate in measurement.plates.items():
+            truth_rows = {r["region"]: r for r in phantom.regions[bone].rows}
+            r = plate.result
+            h_true = truth_at(bone, r.points)
+            ok = np.isfinite(r.thickness)
+            for row in (x for x in plate.rows if x["scheme"] == "moaks"):
+                name = row["region"]
+                sel = ok & ((plate.regions == name) if name != "all" else True)
+                a = r.area[sel]
+                t = truth_rows[name]
+                entry = {"source": source, "plate": bone, "region": name,
+                         "ThCtAB_bias_e2e": row["ThCtAB.Me"] - t["ThCtAB.Me"],
+                         "ThCtAB_bias_same_points": float(((r.thickness[sel] - h_true[sel]) * a).sum() / a.sum()),
+                         "dAB_pct_diff": row["dAB%"] - t["dAB%"], "tAB_rel": row["tAB"] / t["tAB"] - 1.0}
+                if name != "all":
+                    entry["grades_equal"] = (row["moaks_any_loss_grade"] == t["moaks_any_loss_grade"]
+                                             and row["moaks_full_thickness_grade"] == t["moaks_full_thickness_grade"])
+                    grades.append(entry["grades_equal"])
+                    e2e.append(entry["ThCtAB_bias_e2e"])
+                    same.append(entry["ThCtAB_bias_same_points"])
+                    dab.append(entry["dAB_pct_diff"])
+                out["regions"].append(entry)
+        out["summary"][source] = {
+            "regions": len(e2e), "max_abs_bias_e2e_mm": float(np.max(np.abs(e2e))),
+            "mean_bias_e2e_mm": float(np.mean(e2e)), "max_abs_bias_same_points_mm": float(np.max(np.abs(same))),
+            "mean_bias_same_points_mm": float(np.mean(same)), "max_abs_dAB_pp": float(np.max(np.abs(dab))),
+            "grades_equal": f"{int(np.sum(grades))}/{len(grades)}"}
+    for label, kwargs in (("femur, MOAKS", {"plates": ("femur",), "schemes": ("moaks",)}),
+                          ("all plates, both schemes", {})):
+        measure_knee(phantom.labels, **kwargs)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            measure_knee(phantom.labels, **kwargs)
+            times.append(time.perf_counter() - start)
+        out["timing"][label] = {"median_s": statistics.median(times), "times_s": times}
+    out["meta"] = {"shape": shape, "spacing": acquisition.spacing, "pose": [pose.rotation_deg, pose.translation_mm]}
+    return out
+
+
+def print_regional(regional: dict) -> None:
+    print("\nregional (MOAKS subregions, whole knee): ThCtAB.Me bias vs exact truth (mm), dAB% difference (pp)")
+    print(f"{'source':<12} {'regions':>7} {'max|bias| e2e':>14} {'mean bias e2e':>14} {'max|bias| same pts':>19} "
+          f"{'mean bias same pts':>19} {'max|dAB| pp':>11} {'grades equal':>12}")
+    for source, s in regional["summary"].items():
+        print(f"{source:<12} {s['regions']:>7d} {s['max_abs_bias_e2e_mm']:>14.3f} {s['mean_bias_e2e_mm']:>+14.3f} "
+              f"{s['max_abs_bias_same_points_mm']:>19.3f} {s['mean_bias_same_points_mm']:>+19.3f} "
+              f"{s['max_abs_dAB_pp']:>11.1f} {s['grades_equal']:>12}")
+    print(f"\n{'measure_knee (thickness + subregions + MOAKS)':<48} {'median s':>9}")
+    for label, t in regional["timing"].items():
+        print(f"{label:<48} {t['median_s']:>9.2f}")
+
+
 def peer_python() -> Path:
     """The peers' interpreter (a venv of its own: never the project's environment)."""
     return PEERS_VENV / "bin" / "python"
@@ -405,6 +497,7 @@ def main() -> None:
     parser.add_argument("--setup-peers", action="store_true", help="create pipelines/.venv-peers and install peers")
     parser.add_argument("--repeats", type=int, default=None, help="timed knee calls per method (default 5, quick 2)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--regional-only", action="store_true", help="only the whole-knee regional figures")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -412,6 +505,12 @@ def main() -> None:
         worker(args.worker, Path(args.jobs))
         return
     repeats = args.repeats or (2 if args.quick else 5)
+    regional = regional_knee(args.quick, repeats)
+    print_regional(regional)
+    if args.regional_only:
+        OUT.mkdir(exist_ok=True)
+        (OUT / "bench_measure_regional.json").write_text(json.dumps(regional, indent=2, default=str))
+        return
     methods = [m for m in args.methods.split(",") if m]
     install = setup_peers() if args.setup_peers else {}
     status = peer_status()
@@ -438,7 +537,9 @@ def main() -> None:
     summary["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
                               "cpus": os.cpu_count(), "quick": args.quick, "repeats": repeats,
                               "peers": status, "versions": versions(status), "knee": knee.meta}
+    summary["regional"] = regional
     print_tables(summary)
+    print_regional(regional)
     OUT.mkdir(exist_ok=True)
     name = "bench_measure_quick.json" if args.quick else "bench_measure.json"
     (OUT / name).write_text(json.dumps(summary, indent=2))
