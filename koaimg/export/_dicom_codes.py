@@ -25,6 +25,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ..core import Structure
+from ._dicom_source import content_hash
 
 PRIVATE_SCHEME = "99KOAIMG"
 PRIVATE_SCHEME_NAME = "koaimg knee cartilage measures (MOAKS-style grades, Eckstein nomenclature)"
@@ -138,5 +139,8 @@ def grade_concepts(metric: str, grade: int) -> tuple[Code, Code]:
 
 
 def region_concept(region: str) -> Code:
-    """Finding-site code of a MOAKS subregion, ultrasound site or whole plate."""
-    return private_code(f"region-{region}", _REGION_MEANINGS.get(region, region))
+    """Finding-site code of a MOAKS subregion, ultrasound site, whole plate, or ``<scheme>:<subregion>``."""
+    scheme, _, name = region.rpartition(":")
+    meaning = _REGION_MEANINGS.get(name, name) if not scheme else f"{scheme} subregion {name}"
+    value = f"region-{region}" if len(region) <= 9 else "region-" + content_hash(region)[:9]
+    return private_code(value, meaning[:64])

@@ -81,9 +81,19 @@ def build_dicom_sr(rows: Iterable[Mapping] | str | Path, source: str | Path | Se
     seg_ds = pydicom.dcmread(seg) if isinstance(seg, (str, Path)) else seg
     segments = _segment_numbers(seg_ds)
     src = datasets[0]
+    # one group per plate and region; a second subregion scheme (e.g. Wirth-Eckstein) repeats the whole-plate rows,
+    # which are kept once; its subregions are named <scheme>:<region>
     groups: dict[tuple[str, str], list[dict]] = {}
+    first_scheme: dict[str, str] = {}
     for row in table:
-        groups.setdefault((str(row.get("structure", "")), str(row.get("region", ""))), []).append(row)
+        structure, region = str(row.get("structure", "")), str(row.get("region", ""))
+        scheme = str(row.get("scheme", "") or "")
+        first_scheme.setdefault(structure, scheme)
+        if scheme != first_scheme[structure]:
+            if region == "all":
+                continue
+            region = f"{scheme}:{region}"
+        groups.setdefault((structure, region), []).append(row)
     visit = next((str(r["visit"]) for r in table if r.get("visit")), "")
     time_point = hd.sr.TimePointContext(time_point=visit) if visit else None
     algorithm = hd.sr.AlgorithmIdentification(name="koaimg", version=__version__)

@@ -53,16 +53,21 @@ def _lookup(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(r.get("structure", ""), r.get("region", ""), r.get("metric", "")): r for r in rows}
 
 
+def _files(change_dir: Path, pattern: str) -> list[Path]:
+    """Files in the pair folder or its per-modality subfolders (``change_<bl>_<fu>/MR/`` as the batch writes)."""
+    return sorted(change_dir.glob(pattern)) + sorted(change_dir.glob(f"MR/{pattern}"))
+
+
 def _delta_map(change_dir: Path) -> tuple[bytes, str] | None:
     """The unrolled Δ map: a saved grid (re-plotted with a diverging bar) or the change stage's own PNG."""
-    grids = sorted(p for p in change_dir.glob("*.npy") if "delta" in p.name.lower() or "change" in p.name.lower())
+    grids = [p for p in _files(change_dir, "*.npy") if "delta" in p.name.lower() or "change" in p.name.lower()]
     caption = ("Change in femoral cartilage thickness, follow-up − baseline, after femur-based registration "
                "(red: thinning, blue: thickening), unrolled as in the scan reports.")
     if grids:
         axes = read_json(grids[0].with_suffix(".json"))
         return map_figure(np.load(grids[0]), axes, diverging=True, title="Δ femoral cartilage thickness",
                           label="Δ thickness (mm), follow-up − baseline"), caption
-    pngs = sorted(p for p in change_dir.glob("*.png") if "delta" in p.name.lower() or "change" in p.name.lower())
+    pngs = [p for p in _files(change_dir, "*.png") if "delta" in p.name.lower() or "change" in p.name.lower()]
     return (pngs[0].read_bytes(), caption) if pngs else None
 
 
@@ -102,7 +107,8 @@ def transitions_table(lookup: dict) -> Table | None:
 
 
 def write_pair_report(change_dir: str | Path, *, path: str | Path | None = None) -> Path:
-    """Write ``change_dir/report.html`` from ``change.csv`` (and Δ maps / transitions.json when present)."""
+    """Write ``change_dir/report.html`` from ``change.csv`` (MR and/or US rows) and the Δ maps / transitions.json
+    found in the folder or its per-modality subfolders."""
     change_dir = Path(change_dir)
     csv_path = change_dir / "change.csv"
     if not csv_path.is_file():
@@ -111,32 +117,57 @@ def write_pair_report(change_dir: str | Path, *, path: str | Path | None = None)
     rows = read_csv(csv_path)
     first = rows[0] if rows else {}
     visits = _visits(rows)
-    modality = str(first.get("modality", "") or "MR")
-    lookup = _lookup(rows)
-    is_us = modality == "US" or any(r.get("structure") == "ultrasound_femoral_cartilage" for r in rows)
+    us = [r for r in rows if r.get("modality") == "US" or r.get("structure") == "ultrasound_femoral_cartilage"]
+    mr = [r for r in rows if r not in us]
+    modalities = (["MR"] if mr else []) + (["US"] if us else [])
+    both = len(modalities) == 2
     meta = [("subject", first.get("subject") or "–"), ("visits", f"{visits[0]} → {visits[1]}"),
-            ("modality", modality), ("knee", first.get("side") or "–")]
-    sections = _us_pair(lookup) if is_us else _mr_pair(change_dir, lookup, visits, modality)
-    info = read_json(change_dir / "transitions.json")
-    items = [f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if isinstance(v, (str, int, float))]
-    for key in ("notes", "warnings", "flags"):
-        if isinstance(info.get(key), list):
-            items += [str(x) for x in info[key]]
+            ("modality", " + ".join(modalities) or "–"), ("knee", first.get("side") or "–")]
+    sections = []
+    if mr:
+        sections += _mr_pair(change_dir, mr, visits, prefix="MRI — " if both else "")
+    if us:
+        sections += _us_pair(us, prefix="Ultrasound — " if both else "")
+    items = []
+    for info_path in [change_dir / "transitions.json", *sorted(change_dir.glob("*/transitions.json"))]:
+        info = read_json(info_path)
+        where = "" if info_path.parent == change_dir else f"{info_path.parent.name}: "
+        items += [f"{where}{k.replace('_', ' ')}: {v}" for k, v in info.items()
+                  if isinstance(v, (str, int, float)) and k not in ("subject",)]
+        for key in ("notes", "warnings", "flags"):
+            if isinstance(info.get(key), list):
+                items += [f"{where}{x}" for x in info[key]]
     if items:
         sections.append(Section("details", "Change details", items=items))
     sections.append(Section("method", "How to read this", items=[
         "Δ = follow-up − baseline; %Δ = 100·Δ/baseline. Positive thickness change = thicker cartilage.",
         "Marks: ▼/▲ when |Δ| exceeds the smallest detectable difference (SDD = 1.96·√2·SEM of the modality's "
-        "test–retest precision); 'within SDD' otherwise. A single knee's 6-month MRI change below the SDD is not "
-        "distinguishable from measurement error.",
+        "test–retest precision, shown per row when recorded); 'within SDD' otherwise. A single knee's 6-month MRI "
+        "change below the SDD is not distinguishable from measurement error.",
         "Never compare scans from different sequences, scanners or segmentation methods."]))
-    title = "Knee cartilage change report" + (" — ultrasound" if is_us else " — MRI")
+    title = "Knee cartilage change report" + ("" if both else " — ultrasound" if us else " — MRI")
     subtitle = f"Change from the baseline visit ({visits[0]}) to the follow-up visit ({visits[1]})"
     return render_report(Path(path) if path else change_dir / "report.html", title=title, subtitle=subtitle,
                          meta=meta, sections=sections)
 
 
-def _mr_pair(change_dir: Path, lookup: dict, visits: tuple[str, str], modality: str) -> list[Section]:
+def _subject_dir(change_dir: Path) -> Path:
+    """``OUT/<subject>`` for ``OUT/<subject>/change_x`` and for its per-modality subfolder ``change_x/MR``."""
+    return change_dir.parent if change_dir.name.startswith("change") else change_dir.parent.parent
+
+
+def _by_scheme(rows: list[dict]) -> dict[str, dict]:
+    schemes: dict[str, list[dict]] = {}
+    for r in rows:
+        schemes.setdefault(r.get("scheme", "") or "", []).append(r)
+    ordered = sorted(schemes, key=lambda k: (k != "moaks", k))
+    return {k: _lookup(schemes[k]) for k in ordered}
+
+
+def _mr_pair(change_dir: Path, rows: list[dict], visits: tuple[str, str], *, prefix: str = "") -> list[Section]:
+    schemes = _by_scheme(rows)
+    lookup = next(iter(schemes.values()))
+    show_sdd = any(str(r.get("sdd", "")).strip() for r in rows)
     cards = []
     for plate, name in PLATES:
         row = lookup.get((plate, "all", "ThCtAB.Me"))
@@ -144,53 +175,62 @@ def _mr_pair(change_dir: Path, lookup: dict, visits: tuple[str, str], modality: 
             cards.append({"key": f"{name} ΔThCtAB", "value": f"{fmt(row.get('delta'), 3, signed=True)} mm",
                           "note": f"{fmt(row.get('baseline'))} → {fmt(row.get('followup'))} mm "
                                   f"({fmt(row.get('pct_delta'), 1, signed=True)} %)"})
-    thin = sum(1 for (s, r, m), row in lookup.items() if m == "ThCtAB.Me" and r != "all" and beyond(row.get(
-        "beyond_sdd")) and (num(row.get("delta")) or 0) < 0)
-    thick = sum(1 for (s, r, m), row in lookup.items() if m == "ThCtAB.Me" and r != "all" and beyond(row.get(
-        "beyond_sdd")) and (num(row.get("delta")) or 0) > 0)
+    regional = [row for (s, r, m), row in lookup.items() if m == "ThCtAB.Me" and r != "all"
+                and beyond(row.get("beyond_sdd"))]
+    thin = sum(1 for row in regional if (num(row.get("delta")) or 0) < 0)
+    thick = sum(1 for row in regional if (num(row.get("delta")) or 0) > 0)
     cards.append({"key": "Subregions beyond SDD", "value": f"{thin} ▼ / {thick} ▲",
                   "note": "thinning / thickening (ThCtAB)"})
-    sections = [Section("summary", "Summary", cards=cards)]
+    sections = [Section("summary", f"{prefix}Summary", cards=cards)]
     figs = []
     delta = _delta_map(change_dir)
     if delta is not None:
         figs.append(figure(*delta))
-    figs += _visit_maps(change_dir, change_dir.parent, visits, modality)
-    sections.append(Section("maps", "Change map", figures=figs,
+    figs += _visit_maps(change_dir, _subject_dir(change_dir), visits, "MR")
+    sections.append(Section("maps", f"{prefix}Change map", figures=figs,
                             note="" if figs else "No Δ map was saved in this folder."))
     tables = []
-    for plate, name in PLATES:
-        regions = list(dict.fromkeys(r for (s, r, m) in lookup if s == plate and m == "ThCtAB.Me"))
-        if not regions:
-            continue
-        ordered = [r for r in regions if r != "all"] + (["all"] if "all" in regions else [])
-        table_rows = []
-        for region in ordered:
-            th = lookup.get((plate, region, "ThCtAB.Me"))
-            vc = lookup.get((plate, region, "VC"))
-            cells = [Cell(region if region != "all" else "plate", title=REGION_NAMES.get(region, region))]
-            cells += _change_cells(th)
-            cells += [Cell(fmt(vc.get("pct_delta") if vc else None, 1, signed=True))]
-            table_rows.append(Row(cells, css="total" if region == "all" else ""))
-        tables.append(Table(["region", "ThCtAB baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD", "VC Δ %"],
-                            table_rows, caption=name))
-    sections.append(Section("regions", "Regional change", tables=tables))
+    columns = ["region", "ThCtAB baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"]
+    columns += (["SDD mm"] if show_sdd else []) + ["VC Δ %"]
+    for scheme, scheme_lookup in schemes.items():
+        for plate, name in PLATES:
+            regions = list(dict.fromkeys(r for (s, r, m) in scheme_lookup if s == plate and m == "ThCtAB.Me"))
+            if not regions or (scheme != next(iter(schemes)) and regions == ["all"]):
+                continue
+            ordered = [r for r in regions if r != "all"] + (["all"] if "all" in regions else [])
+            table_rows = []
+            for region in ordered:
+                th = scheme_lookup.get((plate, region, "ThCtAB.Me"))
+                vc = scheme_lookup.get((plate, region, "VC"))
+                cells = [Cell(region if region != "all" else "plate", title=REGION_NAMES.get(region, region))]
+                cells += _change_cells(th)
+                cells += [Cell(fmt(th.get("sdd") if th else None, 2))] if show_sdd else []
+                cells += [Cell(fmt(vc.get("pct_delta") if vc else None, 1, signed=True))]
+                table_rows.append(Row(cells, css="total" if region == "all" else ""))
+            label = {"moaks": "MOAKS subregions", "": ""}.get(scheme, f"{scheme} subregions")
+            tables.append(Table(columns, table_rows, caption=f"{name} — {label}" if label else name))
+    sections.append(Section("regions", f"{prefix}Regional change", tables=tables))
     trans = transitions_table(lookup)
     if trans is not None:
-        sections.append(Section("moaks", "MOAKS-style grade transitions", tables=[trans]))
+        sections.append(Section("moaks", f"{prefix}MOAKS-style grade transitions", tables=[trans]))
     return sections
 
 
-def _us_pair(lookup: dict) -> list[Section]:
+def _us_pair(rows: list[dict], *, prefix: str = "") -> list[Section]:
+    lookup = _lookup(rows)
+    show_sdd = any(str(r.get("sdd", "")).strip() for r in rows)
     mean = lookup.get(("ultrasound_femoral_cartilage", "mean", "thickness"))
     cards = [{"key": "Mean thickness Δ", "value": f"{fmt(mean.get('delta') if mean else None, 2, signed=True)} mm",
               "note": (f"{fmt(mean.get('baseline'))} → {fmt(mean.get('followup'))} mm" if mean else "")}]
-    rows = []
+    table_rows = []
     for site in ("LC", "IN", "MC", "mean"):
         row = lookup.get(("ultrasound_femoral_cartilage", site, "thickness"))
         if row is None:
             continue
-        rows.append(Row([Cell(site), Cell(REGION_NAMES[site], css="l"), *_change_cells(row)],
-                        css="total" if site == "mean" else ""))
-    table = Table(["site", "location", "baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"], rows)
-    return [Section("summary", "Summary", cards=cards), Section("sites", "Site change", tables=[table])]
+        cells = [Cell(site), Cell(REGION_NAMES[site], css="l"), *_change_cells(row)]
+        cells += [Cell(fmt(row.get("sdd"), 2))] if show_sdd else []
+        table_rows.append(Row(cells, css="total" if site == "mean" else ""))
+    columns = ["site", "location", "baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"]
+    table = Table(columns + (["SDD mm"] if show_sdd else []), table_rows)
+    return [Section("us-summary", f"{prefix}Summary", cards=cards),
+            Section("sites", f"{prefix}Site change", tables=[table])]
