@@ -257,3 +257,23 @@ def test_csv_rows_are_read_verbatim(scan_dir):
     rows[0]["value"] = "n/a"
     write_csv(rows, scan_dir / "measures.csv")
     assert "n/a" in write_scan_report(scan_dir).read_text()
+
+
+def test_cohort_report_on_the_cohort_stage_outputs(tmp_path):
+    """The report reads cohort.csv / contrasts.csv / transitions.csv / cohort.json as `koaimg cohort` writes them,
+    and finds the per-knee rows through cohort.json for the plots."""
+    pipeline = pytest.importorskip("koaimg.pipeline")
+    if not hasattr(pipeline, "run_cohort"):
+        pytest.skip("the cohort stage is not available")
+    results = tmp_path / "OUT"
+    rows = _cohort_rows(n=5)
+    write_csv([{"subject": r["subject"], "arm": r["arm"]} for r in rows], tmp_path / "allocation.csv")
+    for r in rows:
+        pair = {k: v for k, v in r.items() if k != "arm"} | {"baseline_visit": "baseline", "followup_visit": "month6",
+                                                             "sdd": 0.3}
+        write_csv([pair], results / r["subject"] / "change_baseline_month6" / "change.csv")
+    cohort = pipeline.run_cohort(tmp_path / "allocation.csv", results, results / "cohort")
+    html = write_cohort_report(cohort).read_text()
+    _assert_self_contained(html)
+    for text in ("Per-arm change", "Between arms", "p ANCOVA", "two_dose − ", "data:image/png;base64,", ">15<"):
+        assert text in html, text
