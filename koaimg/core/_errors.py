@@ -119,3 +119,15 @@ class OptionError(KoaimgError, ValueError):
     """A command option has a value koaimg does not understand (an unknown scheme, method or preset)."""
 
     code = "bad_option"
+
+
+class UltrasoundContentError(KoaimgError, ValueError):
+    """A calibrated ultrasound frame does not show a measurable femoral cartilage view (no bone line, no groove)."""
+
+    code = "no_bone_line"
+
+
+class NoEchoError(UltrasoundContentError):
+    """An ultrasound frame holds no echo signal at all (all black): there is nothing to measure."""
+
+    code = "no_echo"
