@@ -141,7 +141,7 @@ def overlay_figure(labels: LabelVolume, image: Volume | None = None, *, title: s
     handles = [Patch(facecolor=_rgb(s), edgecolor="none", label=s.key.replace("_", " "))
                for s in dict.fromkeys(present)]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=9.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     return _png(fig)

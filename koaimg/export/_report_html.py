@@ -62,8 +62,9 @@ def png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure(png: bytes, caption: str) -> dict:
-    return {"src": png_uri(png), "caption": caption}
+def figure(png: bytes, caption: str, *, wide: bool = False) -> dict:
+    """A report figure record (``wide`` takes more of the row, e.g. a two-panel overlay)."""
+    return {"src": png_uri(png), "caption": caption, "css": "wide" if wide else ""}
 
 
 def fmt(value, digits: int = 2, *, signed: bool = False) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..core import UnreadableFileError
 from ._plots import map_figure
-from ._report_html import Cell, Row, Section, Table, figure, fmt, num, png_uri, read_csv, read_json, render_report
+from ._report_html import Cell, Row, Section, Table, figure, fmt, num, read_csv, read_json, render_report
 from ._report_scan import PLATES, REGION_NAMES
 
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -82,7 +82,7 @@ def _visit_maps(change_dir: Path, subject_dir: Path, visits: tuple[str, str], mo
                              title=f"{label} ({visit}) thickness")
             figs.append(figure(png, f"{label.capitalize()} femoral cartilage thickness ({visit})."))
         elif overlay.is_file():
-            figs.append({"src": png_uri(overlay.read_bytes()), "caption": f"{label.capitalize()} ({visit})."})
+            figs.append(figure(overlay.read_bytes(), f"{label.capitalize()} ({visit})."))
     return figs
 
 

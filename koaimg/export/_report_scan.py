@@ -10,7 +10,7 @@ import numpy as np
 from ..core import KoaimgError, LabelVolume, Structure, UnreadableFileError, Volume
 from ._plots import map_figure, overlay_figure
 from ._report_checks import MOAKS_CARTILAGE_REGIONS, overall_level, plausibility_checks
-from ._report_html import Cell, Row, Section, Table, figure, fmt, num, png_uri, read_csv, read_json, render_report
+from ._report_html import Cell, Row, Section, Table, figure, fmt, num, read_csv, read_json, render_report
 
 PLATES = (("femoral_cartilage", "Femoral cartilage"), ("tibial_cartilage", "Tibial cartilage"),
           ("patellar_cartilage", "Patellar cartilage"))
@@ -217,7 +217,8 @@ def _mr_sections(scan_dir: Path, rows: list[dict], image: Volume | None) -> list
                       "note": "area of any loss / bone area; higher = worse"})
     sections = [Section("summary", "Summary", cards=cards)]
     figs = scan_figures(scan_dir, image=image)
-    sections.append(Section("images", "Images", figures=[figure(png, cap) for png, cap in figs.values()],
+    sections.append(Section("images", "Images", figures=[figure(png, cap, wide=name == "overlay")
+                                                         for name, (png, cap) in figs.items()],
                             note="" if figs else "No label map or thickness map in this folder."))
     sections.append(Section("moaks", "MOAKS-style cartilage grid", tables=[moaks_table(values)],
                             note="Size of any cartilage loss and of full-thickness loss per subregion as MOAKS "
@@ -247,8 +248,8 @@ def _us_sections(scan_dir: Path, rows: list[dict]) -> list[Section]:
             cards.append({"key": REGION_NAMES[code], "value": f"{fmt(by_site[code].get('value'))} mm", "note": code})
     sections = [Section("summary", "Summary", cards=cards)]
     overlay = scan_dir / "overlay.png"
-    figs = [{"src": png_uri(overlay.read_bytes()), "caption": "Suprapatellar transverse view with the measured "
-             "cartilage boundaries and the three measurement sites."}] if overlay.is_file() else []
+    figs = [figure(overlay.read_bytes(), "Suprapatellar transverse view with the measured cartilage boundaries and "
+                   "the three measurement sites.")] if overlay.is_file() else []
     sections.append(Section("images", "Image", figures=figs, note="" if figs else "No overlay.png in this folder."))
     table_rows = [Row([Cell(r.get("region", "")), Cell(REGION_NAMES.get(r.get("region", ""), ""), css="l"),
                        Cell(fmt(r.get("value"))), Cell(r.get("unit", ""))],
