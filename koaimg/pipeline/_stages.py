@@ -374,7 +374,9 @@ class _ScanRunner:
         side = self.p.get("side") or ""
         measurement = measure_knee(labels, side=KneeSide(side) if side in ("right", "left") else None,
                                    method=self.p.get("method", "normal"))
-        crash_point("mid_write")
+        if "mid_write" in os.environ.get("KOAIMG_CRASH_AT", ""):  # test hook: a writer killed half-way
+            (folder / "measures.csv").write_text("subject,visit,modality,si")
+            crash_point("mid_write")
         write_measurement(measurement, labels, folder, subject=self.p["subject"], visit=self.p["visit"],
                           inputs={"scan": self.p["input_hash"]},
                           config={"method": self.p.get("method", "normal"), "side": measurement.side.value,

@@ -93,7 +93,7 @@ class _Tools:
     make_trial = staticmethod(make_trial)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tools() -> type[_Tools]:
     """``output_hashes``, ``leftovers``, ``koaimg_cli``, ``make_trial``."""
     return _Tools
