@@ -175,3 +175,14 @@ def test_dicom_outputs_of_a_measured_scan(measured_sample, tmp_path):
     assert seg.number_of_segments == 8
     rows = read_dicom_sr_rows(tmp_path / "dcm" / "sr.dcm")
     assert any(r["region"] == "FMC" and r["metric"] == "ThCtAB.Me" for r in rows)
+
+
+def test_sr_keeps_a_second_scheme_without_duplicating_the_plate(tiny_series, tmp_path):
+    folder, _ = tiny_series
+    rows = [r for r in femoral_rows() if r["region"] in ("all", "FMC")]
+    extra = [dict(r, scheme="wirth-eckstein", region="cMF.e" if r["region"] == "FMC" else "all")
+             for r in rows if r["metric"] in ("ThCtAB.Me", "VC")]
+    back = read_dicom_sr_rows(write_dicom_sr(rows + extra, folder, tmp_path / "sr.dcm"))
+    regions = sorted({r["region"] for r in back})
+    assert regions == ["FMC", "all", "wirth-eckstein:cMF.e"]
+    assert sum(1 for r in back if r["region"] == "all" and r["metric"] == "VC") == 1
