@@ -157,7 +157,7 @@ def _cartilage_volume_per_point(labels: LabelVolume, structure: Structure, resul
         weights = np.ones(len(idx))
     idx = idx + lo
     world = labels.index_to_world(idx)
-    _, nearest = cKDTree(result.points).query(world)
+    _, nearest = cKDTree(result.points).query(world, workers=-1)
     return np.bincount(nearest, weights=weights, minlength=len(result.points)) * labels.voxel_volume_mm3
 
 

@@ -267,7 +267,7 @@ def _distance_to(mask: np.ndarray, seeds: np.ndarray, spacing: np.ndarray) -> np
     target = np.argwhere(mask)
     if len(target) == 0:
         return np.full(len(seeds), np.inf)
-    dist, _ = cKDTree(target * spacing).query(seeds * spacing)
+    dist, _ = cKDTree(target * spacing).query(seeds * spacing, workers=-1)
     return dist
 
 
@@ -299,7 +299,7 @@ def _nearest_thickness(bone_field: np.ndarray, union_field: np.ndarray, cart: np
     # vertices and centroids of the articular triangles sample the surface finely (a fraction of a voxel)
     samples = np.concatenate([centroids[articular], verts[np.unique(faces[articular])]])
     tree = cKDTree(samples @ affine[:3, :3].T)
-    dist, _ = tree.query(index_points @ affine[:3, :3].T)
+    dist, _ = tree.query(index_points @ affine[:3, :3].T, workers=-1)
     return dist
 
 
@@ -335,7 +335,7 @@ def _point_areas(bone_field: np.ndarray, cover_field: np.ndarray, index_points: 
     areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     centroids = tri.mean(axis=1)
     tree = cKDTree(index_points @ affine[:3, :3].T)
-    dist, nearest = tree.query(centroids)
+    dist, nearest = tree.query(centroids, workers=-1)
     keep = dist <= 0.5 * float(np.max(spacing))
     jinv = np.linalg.inv(affine[:3, :3])
     probe = verts[faces[keep]].mean(axis=1) + (0.5 * float(np.max(spacing)) * normals[nearest[keep]]) @ jinv.T
