@@ -114,21 +114,33 @@ def scan_figures(scan_dir: Path, *, image: Volume | None = None) -> dict[str, tu
 
 
 def _plate_table(values: dict, plate: str, title: str) -> Table | None:
+    """One plate's regional table; metric columns with no value in this scheme are left out."""
     regions = [r for (s, r, _m) in values if s == plate]
     if not regions:
         return None
-    ordered = list(dict.fromkeys([r for r in regions if r != "all"]))
+    ordered = list(dict.fromkeys([r for r in regions if r != "all"])) + (["all"] if "all" in regions else [])
+    columns = [c for c in _METRIC_COLUMNS if any(num(values.get((plate, r, c[0]))) is not None for r in ordered)]
+    graded = any(num(values.get((plate, r, "moaks_any_loss_grade"))) is not None for r in ordered)
     rows = []
-    for region in ordered + (["all"] if "all" in regions else []):
+    for region in ordered:
         cells = [Cell(region if region != "all" else "plate", title=REGION_NAMES.get(region, region))]
-        for metric, _label, digits in _METRIC_COLUMNS:
+        for metric, _label, digits in columns:
             cells.append(Cell(fmt(values.get((plate, region, metric)), digits)))
-        grades = [values.get((plate, region, m)) for m in ("moaks_any_loss_grade", "moaks_full_thickness_grade")]
-        graded = all(num(g) is not None for g in grades)
-        cells.append(Cell(f"{int(num(grades[0]))}.{int(num(grades[1]))}" if graded else "–",
-                          css=grade_css(grades[0]) if graded else ""))
+        if graded:
+            grades = [values.get((plate, region, m)) for m in ("moaks_any_loss_grade", "moaks_full_thickness_grade")]
+            ok = all(num(g) is not None for g in grades)
+            cells.append(Cell(f"{int(num(grades[0]))}.{int(num(grades[1]))}" if ok else "–",
+                              css=grade_css(grades[0]) if ok else ""))
         rows.append(Row(cells, css="total" if region == "all" else ""))
-    return Table(["region"] + [c[1] for c in _METRIC_COLUMNS] + ["MOAKS area.FT"], rows, caption=title)
+    return Table(["region"] + [c[1] for c in columns] + (["MOAKS area.FT"] if graded else []), rows, caption=title)
+
+
+def _schemes(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows per subregion scheme, MOAKS first (it carries the grades)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r.get("scheme", "") or "", []).append(r)
+    return {k: out[k] for k in sorted(out, key=lambda k: (k != "moaks", k))}
 
 
 def moaks_table(values: dict) -> Table:
@@ -199,7 +211,8 @@ def write_scan_report(scan_dir: str | Path, *, image: Volume | None = None, expe
 
 
 def _mr_sections(scan_dir: Path, rows: list[dict], image: Volume | None) -> list[Section]:
-    values = _value_map(rows)
+    schemes = _schemes(rows)
+    values = _value_map(next(iter(schemes.values()), []))
     moaks = read_json(scan_dir / "moaks.json")
     summary = moaks.get("summary", {})
     cards = []
@@ -225,7 +238,13 @@ def _mr_sections(scan_dir: Path, rows: list[dict], image: Volume | None) -> list
                                  "area grades (0 none, 1 <10 %, 2 10–75 %, 3 >75 % of the subregion surface), "
                                  "derived automatically from the thickness map against the knee's own expected "
                                  "thickness. Hover a grade for its area percentage."))
-    tables = [t for plate, name in PLATES if (t := _plate_table(values, plate, name)) is not None]
+    tables = []
+    for n, (scheme, scheme_rows) in enumerate(schemes.items()):
+        scheme_values = _value_map([r for r in scheme_rows if n == 0 or r.get("region") != "all"])
+        label = {"moaks": "MOAKS subregions", "wirth-eckstein": "Wirth–Eckstein subregions", "": ""}.get(
+            scheme, f"{scheme} subregions")
+        tables += [t for plate, name in PLATES
+                   if (t := _plate_table(scheme_values, plate, f"{name} — {label}" if label else name)) is not None]
     formulas = [f"{k.replace('_formula', '').replace('_', ' ')}: {v}" for k, v in summary.items()
                 if k.endswith("_formula")]
     sections.append(Section("regions", "Regional measurements", tables=tables, items=formulas,

@@ -277,3 +277,14 @@ def test_cohort_report_on_the_cohort_stage_outputs(tmp_path):
     _assert_self_contained(html)
     for text in ("Per-arm change", "Between arms", "p ANCOVA", "two_dose − ", "data:image/png;base64,", ">15<"):
         assert text in html, text
+
+
+def test_scan_report_tables_per_subregion_scheme(scan_dir):
+    rows = measure_rows()
+    rows += [dict(r, scheme="wirth-eckstein", region={"FMC": "cMF", "all": "all"}[r["region"]])
+             for r in rows if r["region"] in ("FMC", "all") and not r["metric"].startswith("moaks")]
+    write_csv(rows, scan_dir / "measures.csv")
+    html = write_scan_report(scan_dir).read_text()
+    assert "Femoral cartilage — MOAKS subregions" in html
+    assert "Femoral cartilage — Wirth–Eckstein subregions" in html and ">cMF<" in html
+    assert "all 14 MOAKS cartilage subregions measured" in html
