@@ -34,16 +34,13 @@ sample-data: setup
 DEMO_OUT ?= out/demo
 
 demo: setup
-	@echo "== koaimg demo 1/3: what is in sample_data/ (one subject, baseline + 6-month MR and ultrasound)"
+	@echo "== koaimg demo 1/2: what is in sample_data/ (one subject, baseline + 6-month MR and ultrasound)"
 	$(VENV)/bin/koaimg inspect sample_data
-	@echo "== koaimg demo 2/3: measure the baseline and 6-month knee from their label maps"
-	@echo "   (the phantom's own labels stand in for segmentation until the segmentation model lands)"
-	$(VENV)/bin/koaimg measure sample_data/ground_truth/SAMPLE-01/baseline/MR/labels.nii.gz --side right \
-		--subject SAMPLE-01 --visit baseline -o $(DEMO_OUT)/SAMPLE-01/baseline/MR
-	$(VENV)/bin/koaimg measure sample_data/ground_truth/SAMPLE-01/month6/MR/labels.nii.gz --side right \
-		--subject SAMPLE-01 --visit month6 -o $(DEMO_OUT)/SAMPLE-01/month6/MR
-	@echo "== koaimg demo 3/3: outputs in $(DEMO_OUT) (thickness.nii.gz, regions.nii.gz, measures.csv, moaks.json,"
-	@echo "   femoral_thickness_map.png per visit)"
+	@echo "== koaimg demo 2/2: koaimg run on sample_data/SAMPLE-01: every visit and modality, then the 6-month change"
+	@echo "   (the phantom's true label maps in sample_data/ground_truth stand in for the segmentation model)"
+	$(VENV)/bin/koaimg run sample_data/SAMPLE-01 $(DEMO_OUT) --labels-dir sample_data/ground_truth --workers 2
+	@echo "== outputs in $(DEMO_OUT): SAMPLE-01/<visit>/<MR|US>/report.html (+ NIfTI, measures.csv, moaks.json, dicom/),"
+	@echo "   SAMPLE-01/change_baseline_month6/report.html (+ change.csv), run manifest koaimg_manifest.sqlite"
 
 bench: setup
 	$(PY) pipelines/bench_ingest.py

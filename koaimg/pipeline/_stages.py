@@ -50,9 +50,7 @@ COMPONENTS = {
     "write_scan_report": ("koaimg.export", "write_scan_report", "reports, issue 8"),
     "write_pair_report": ("koaimg.export", "write_pair_report", "reports, issue 8"),
     "write_cohort_report": ("koaimg.export", "write_cohort_report", "reports, issue 8"),
-    "write_dicom_seg": ("koaimg.export", "write_dicom_seg", "DICOM exports, issue 8"),
-    "write_dicom_sr": ("koaimg.export", "write_dicom_sr", "DICOM exports, issue 8"),
-    "write_secondary_capture": ("koaimg.export", "write_secondary_capture", "DICOM exports, issue 8"),
+    "write_dicom_outputs": ("koaimg.export", "write_dicom_outputs", "DICOM exports, issue 8"),
 }
 
 
@@ -386,36 +384,20 @@ class _ScanRunner:
 
     def stage_report(self, folder: Path) -> dict:
         fn = component("write_scan_report")
-        fn(folder, image=self.image() if self.p["modality"] == "MR" else None)
+        side = self.p.get("side") or None
+        fn(folder, image=self.image() if self.p["modality"] == "MR" else None,
+           expected_side=side if side in ("right", "left") else None)
         return {}
 
     def stage_dicom(self, folder: Path) -> dict:
         if self.p["series"].kind != "dicom":
             raise NotApplicable("the source is not DICOM, so there is no series to reference")
-        seg = component("write_dicom_seg") if self.p["modality"] == "MR" else None
-        sr = component("write_dicom_sr")
-        sc = component("write_secondary_capture")
+        fn = component("write_dicom_outputs")
         import pydicom
 
-        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in self.p["series"].files]
-        written = []
-        out = folder / "dicom"
-        seg_path = None
-        if seg is not None:
-            from ..io import read_labels
-
-            seg_path = seg(read_labels(folder / "labels.nii.gz"), sources, out / "seg.dcm")
-            written.append("seg.dcm")
-        sr(folder / "measures.csv", sources, out / "sr.dcm", seg=seg_path)
-        written.append("sr.dcm")
-        number = 0
-        for png in ("femoral_thickness_map.png", "overlay.png"):
-            if (folder / png).is_file():
-                number += 1
-                name = f"{Path(png).stem}_sc.dcm"
-                sc(folder / png, sources, out / name, instance_number=number)
-                written.append(name)
-        return {"dicom": written}
+        sources = [pydicom.dcmread(f) for f in self.p["series"].files]
+        written = fn(folder, sources, image=self.image() if self.p["modality"] == "MR" else None)
+        return {"dicom": sorted(Path(p).name for p in written)}
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -1,0 +1,139 @@
+"""Batch throughput: scans per hour with 1 and 2 workers (threads split between them), per-stage time breakdown.
+
+    python pipelines/bench_batch.py                      # makes a small trial export (reduced-size MR) and times it
+    python pipelines/bench_batch.py --make-trial DIR --n-per-arm 7 --scale 3   # only write a trial export (with
+                                                         # true label maps, as `koaimg batch --labels-dir` reads them)
+
+Writes pipelines/out/bench_batch.json and prints a table. The "CPU stages" speed-up compares the wall time of the
+per-scan stages (everything before the pair/cohort stages) with 2 workers against 1 worker, both on the same export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import platform
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from koaimg.io import atomic_write_bytes
+from koaimg.pipeline import RunOptions, run_batch
+from koaimg.pipeline._executors import cpu_count
+
+SCAN_STAGES = ("ingest", "segment", "measure", "report", "dicom")
+
+
+def _csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def make_trial(out: Path, *, n_per_arm: int = 7, scale: float = 3.0, seed: int = 0, workers: int = 1) -> Path:
+    """The simulated trial (``koaimg synth cohort`` layout) plus the true label maps under ``ground_truth/``.
+
+    ``write_cohort`` keeps only DICOM in the export and writes no label maps; the batch run needs them in place of a
+    trained segmentation model, so this calls the same per-subject generator with ``truth_formats=("labels",)``.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from koaimg.synth._cohort import DEFAULT_ARMS, make_subject, plan_cohort
+
+    arms = tuple(replace(a, n=n_per_arm) for a in DEFAULT_ARMS)
+    plans = plan_cohort(arms, seed=seed)
+    rows: list[dict] = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(_subject, [(p, out, scale) for p in plans]):
+                rows.extend(r)
+    else:
+        for p in plans:
+            rows.extend(make_subject(p, out, mr_scale=scale, truth_formats=("labels",)))
+    atomic_write_bytes(out / "allocation.csv", _csv([{"subject": p.subject, "arm": p.arm} for p in plans]))
+    truth = out / "ground_truth"
+    atomic_write_bytes(truth / "subjects.csv", _csv([
+        {"subject": p.subject, "arm": p.arm, "side": p.side, "us_delta_mm": round(p.us_delta_mm, 6),
+         "mri_delta_mm": round(p.mri_delta_mm, 6), "defect_factor": round(p.defect_factor, 6)} for p in plans]))
+    atomic_write_bytes(truth / "truth.csv", _csv(rows))
+    atomic_write_bytes(truth / "design.json", json.dumps({"n_per_arm": n_per_arm, "mr_scale": scale,
+                                                          "seed": seed}, indent=2).encode())
+    return out
+
+
+def _subject(args):
+    from koaimg.synth._cohort import make_subject
+
+    plan, out, scale = args
+    return make_subject(plan, out, mr_scale=scale, truth_formats=("labels",))
+
+
+def _time_run(export: Path, out: Path, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = run_batch(export, out, RunOptions(workers=workers), labels_dir=export / "ground_truth")
+    wall = time.perf_counter() - t0
+    scans = [r for r in summary.records if r.stage == "ingest"]
+    # wall time of the per-scan stages: from the run's first stage start to the last scan stage's end
+    scan_records = [r for r in summary.records if r.stage in SCAN_STAGES and r.finished]
+    first = min(r.started for r in summary.records if r.started)
+    scan_wall = max(r.finished for r in scan_records) - first
+    per_stage = summary.stage_seconds()
+    counts = {s: dict(c) for s, c in summary.counts().items()}
+    return {"workers": workers, "wall_s": round(wall, 2), "scan_stage_wall_s": round(scan_wall, 2),
+            "n_scans": len(scans), "scans_per_hour": round(len(scans) / wall * 3600, 1),
+            "scans_per_hour_scan_stages": round(len(scans) / scan_wall * 3600, 1),
+            "worker_seconds_per_stage": {k: round(v, 2) for k, v in per_stage.items()}, "counts": counts,
+            "exit_code": summary.exit_code}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--make-trial", type=Path, help="only write a trial export here and stop")
+    parser.add_argument("--export", type=Path, help="an existing export to time (default: make a small one)")
+    parser.add_argument("--n-per-arm", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=3.0)
+    parser.add_argument("--gen-workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", type=Path, default=Path("pipelines/out/bench_batch"))
+    args = parser.parse_args()
+    if args.make_trial:
+        t0 = time.perf_counter()
+        make_trial(args.make_trial, n_per_arm=args.n_per_arm, scale=args.scale, workers=args.gen_workers)
+        print(f"trial export in {args.make_trial} ({time.perf_counter() - t0:.0f} s)")
+        return
+    export = args.export
+    if export is None:
+        export = args.out / "export"
+        if not (export / "allocation.csv").is_file():
+            shutil.rmtree(export, ignore_errors=True)
+            make_trial(export, n_per_arm=args.n_per_arm, scale=args.scale, workers=args.gen_workers)
+    results = [_time_run(export, args.out / f"run_w{w}", w) for w in args.workers]
+    base = results[0]
+    for r in results:
+        r["speedup_vs_first"] = round(base["wall_s"] / r["wall_s"], 2)
+        r["speedup_scan_stages_vs_first"] = round(base["scan_stage_wall_s"] / r["scan_stage_wall_s"], 2)
+    report = {"machine": {"cores": cpu_count(), "python": platform.python_version(), "node": platform.node()},
+              "export": str(export), "results": results}
+    out_json = Path("pipelines/out/bench_batch.json")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(report, indent=2))
+    print(f"{'workers':>7} {'scans':>5} {'wall s':>8} {'scans/h':>8} {'scan-stage s':>12} {'scans/h (scan)':>14} "
+          f"{'speed-up':>8} {'speed-up (scan)':>15}")
+    for r in results:
+        print(f"{r['workers']:>7} {r['n_scans']:>5} {r['wall_s']:>8.1f} {r['scans_per_hour']:>8.0f} "
+              f"{r['scan_stage_wall_s']:>12.1f} {r['scans_per_hour_scan_stages']:>14.0f} "
+              f"{r['speedup_vs_first']:>8.2f} {r['speedup_scan_stages_vs_first']:>15.2f}")
+    stages = sorted({s for r in results for s in r["worker_seconds_per_stage"]})
+    print("worker seconds per stage: " + ", ".join(
+        f"{s}: " + "/".join(f"{r['worker_seconds_per_stage'].get(s, 0):.1f}" for r in results) for s in stages))
+    print(f"wrote {out_json}")
+
+
+if __name__ == "__main__":
+    main()
