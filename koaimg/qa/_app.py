@@ -124,8 +124,8 @@ def create_app(out: str | Path, *, token: str | None = None, reviewer: str | Non
         return JSONResponse(data, headers=_NO_STORE)
 
     @app.get("/api/cases/{case_id}")
-    def case_detail(case_id: str) -> JSONResponse:
-        data = svc.detail(case_id)
+    def case_detail(case_id: str, version: Annotated[int | None, Query(ge=0)] = None) -> JSONResponse:
+        data = svc.detail(case_id, version)
         return JSONResponse(data, headers={**_NO_STORE, "etag": _etag(data["state"]["version"])})
 
     @app.get("/api/cases/{case_id}/v/{version}/{role}.nii.gz")
@@ -171,6 +171,7 @@ def create_app(out: str | Path, *, token: str | None = None, reviewer: str | Non
                           source: Literal["upload", "drawn"] = "upload",
                           reviewer: Annotated[str | None, Query(max_length=64)] = None,
                           comment: Annotated[str | None, Query(max_length=4000)] = None,
+                          based_on: Annotated[int | None, Query(ge=0)] = None,
                           if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
         expected = _expected(if_match)
         svc.case(case_id)  # 404 before reading a body for a case that does not exist
@@ -184,7 +185,7 @@ def create_app(out: str | Path, *, token: str | None = None, reviewer: str | Non
                 raise _Http(413, f"upload larger than the {svc.max_upload_bytes}-byte limit")
             chunks.append(chunk)
         result = await run_in_threadpool(svc.correct, case_id, b"".join(chunks), expected_version=expected,
-                                         reviewer=reviewer, source=source, comment=comment)
+                                         reviewer=reviewer, source=source, comment=comment, based_on=based_on)
         return JSONResponse(result, status_code=201, headers={**_NO_STORE, "etag": _etag(result["state"]["version"])})
 
     return app

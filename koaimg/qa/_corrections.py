@@ -101,8 +101,8 @@ def _side(case: Case) -> str | None:
     return None
 
 
-def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base_version: int, reviewer: str,
-                     source: str, upload_sha256: str, comment: str = "") -> tuple[int, dict]:
+def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base_version: int, last_version: int,
+                     reviewer: str, source: str, upload_sha256: str, comment: str = "") -> tuple[int, dict]:
     """Write ``labels`` as the next version of ``case``, measure it there, return (version, details).
 
     The folder is built under a temporary name and renamed into place, so it is either complete or absent.
@@ -111,7 +111,7 @@ def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base
 
     root = case.folder / CORRECTED_DIR
     root.mkdir(parents=True, exist_ok=True)
-    version = max(latest_version(case.folder), base_version) + 1
+    version = max(latest_version(case.folder), last_version) + 1  # never reuse a number
     base_labels = version_folder(case, base_version) / "labels.nii.gz"
     before = np.asarray(nib.load(str(base_labels)).dataobj) if base_labels.is_file() else np.zeros_like(labels)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", dir=root))

@@ -120,20 +120,26 @@ class ReviewService:
                          "updated_at": state.updated_at})
         return {"cases": rows, "counts": counts, "total": len(self.cases), "skipped": len(self.skipped)}
 
-    def detail(self, case_id: str) -> dict:
-        """Everything the case view shows, with URLs (never paths) for its volumes and pictures."""
+    def detail(self, case_id: str, version: int | None = None) -> dict:
+        """Everything the case view shows, with URLs (never paths) for its volumes and pictures.
+
+        ``version``: which segmentation version to show (default the latest; 0 = the automated one).
+        """
         case = self.case(case_id)
         state = self.store.state(case.case_id)
+        if version is not None and not 0 <= version <= state.label_version:
+            raise NotFoundError("no such version of this case")
         ids = list(self.cases)
         pos = ids.index(case.case_id) if case.case_id in ids else -1
         states = self.store.states()
         after = ids[pos + 1:] + ids[:max(pos, 0)]
         next_unreviewed = next((i for i in after if states.get(i, CaseState(i)).status == "unreviewed"), None)
         overrides = self.store.overrides(case.case_id)
-        shown = state.label_version
+        shown = state.label_version if version is None else version
         versions = sorted({0, shown})
         base = f"/api/cases/{case.case_id}"
-        out = {**case.summary(), "state": state.as_dict(), "versions": list(range(shown + 1)), "shown_version": shown,
+        out = {**case.summary(), "state": state.as_dict(), "versions": list(range(state.label_version + 1)),
+               "shown_version": shown,
                "next_id": ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,
                "prev_id": ids[pos - 1] if pos > 0 else None, "next_unreviewed_id": next_unreviewed,
                "overrides": overrides, "audit": self.store.audit(case.case_id),
@@ -244,8 +250,11 @@ class ReviewService:
             return self._case_locks.setdefault(case_id, threading.Lock())
 
     def correct(self, case_id: str, data: bytes, *, expected_version: int, reviewer: str | None = None,
-                source: str = "upload", comment: str | None = None) -> dict:
-        """Validate a corrected label map, store it as the next version, re-measure it and recompute its pairs."""
+                source: str = "upload", comment: str | None = None, based_on: int | None = None) -> dict:
+        """Validate a corrected label map, store it as the next version, re-measure it and recompute its pairs.
+
+        ``based_on``: the version the reviewer edited (default the latest), recorded with the voxel changes.
+        """
         case = self.case(case_id)
         if case.kind != "scan" or "labels" not in case.files:
             raise BadRequestError("this case has no label map to correct")
@@ -259,8 +268,12 @@ class ReviewService:
             if state.version != expected_version:  # fail before the expensive part
                 raise ConflictError(f"case {case.case_id} is at version {state.version}, the correction was based "
                                     f"on version {expected_version}", hint="reload the case and redo the correction")
+            base = state.label_version if based_on is None else based_on
+            if not 0 <= base <= state.label_version:
+                raise BadRequestError(f"based_on must be a version of this case (0-{state.label_version})")
             labels, affine = validate_correction(data, case.files["labels"])
-            version, details = store_correction(case, labels, affine, base_version=state.label_version,
+            version, details = store_correction(case, labels, affine, base_version=base,
+                                                last_version=state.label_version,
                                                 reviewer=who, source=source, upload_sha256=sha256_hex(data),
                                                 comment=note)
             try:

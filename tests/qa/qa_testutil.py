@@ -34,13 +34,13 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, gz: bool = True) -> by
     return raw
 
 
-def build_output(root: Path) -> Path:
+def build_output(root: Path, *, scale: float = 4) -> Path:
     """Write the QA test output folder under ``root`` and return it (about 6 s on two cores)."""
     from koaimg.pipeline import run_change
     from koaimg.pipeline._measure import measure_file
     from koaimg.pipeline._synth import synth_knee
 
-    phantom = synth_knee(root / "knee_src", acquisition="dess", scale=4, formats=("nifti",))
+    phantom = synth_knee(root / "knee_src", acquisition="dess", scale=scale, formats=("nifti",))
     out = root / "OUT"
     labels_img = nib.load(str(phantom / "labels.nii.gz"))
     labels = np.asarray(labels_img.dataobj).astype(np.uint8)

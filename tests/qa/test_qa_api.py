@@ -290,6 +290,15 @@ def test_correction_is_validated_stored_as_new_version_and_remeasured(client: Te
     second = _upload(client, BASELINE, nifti_bytes(np.asarray(ref.dataobj), ref.affine), '"1"', source="drawn")
     assert second.status_code == 201 and second.json()["state"]["label_version"] == 2
     assert (scan / "corrected" / "v1" / "labels.nii.gz").is_file()  # v1 kept when v2 arrives
+    assert second.json()["correction"]["based_on"] == 1
+    older = client.get(f"/api/cases/{BASELINE}", params={"version": 1}).json()
+    assert older["shown_version"] == 1 and older["versions"] == [0, 1, 2]
+    assert older["volumes"]["labels"].endswith("/v/1/labels.nii.gz")
+    assert client.get(f"/api/cases/{BASELINE}", params={"version": 3}).status_code == 404
+    assert _upload(client, BASELINE, b"x", '"2"', based_on=7).status_code == 400
+    third = _upload(client, BASELINE, nifti_bytes(labels, ref.affine), '"2"', based_on=0)
+    assert third.status_code == 201 and third.json()["correction"]["based_on"] == 0
+    assert third.json()["correction"]["labels"]["femoral_cartilage"] < 0  # compared with the automated labels
 
 
 def test_wrong_grid_affine_and_values_are_refused(client: TestClient, qa_out: Path) -> None:

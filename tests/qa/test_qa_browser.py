@@ -160,6 +160,10 @@ def test_uploaded_correction_shows_recomputed_thickness(page, site: str, qa_out:
     assert "→" in cell.inner_text() and cell.locator(".changed").count() == 1
     assert "Stored correction v1" in page.inner_text("#viewer-msg")
     assert page.evaluate("document.body.dataset.viewer") == "ok"  # the corrected labels load in the viewer
+    page.select_option("#seg-version", "0")  # back to the automated segmentation
+    page.wait_for_url("**?v=0")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.evaluate("window.koaimgQA.detail.volumes.labels").endswith("/v/0/labels.nii.gz")
 
 
 def test_drawn_correction_is_submitted_from_the_viewer(page, site: str) -> None:

@@ -5,6 +5,7 @@ import { api, badge, bindReviewer, el, etagOf, fmt, message, postJSON, typing } 
 
 const caseId = decodeURIComponent(window.location.pathname.split("/").pop());
 const base = `/api/cases/${encodeURIComponent(caseId)}`;
+const askedVersion = new URLSearchParams(window.location.search).get("v");
 const msg = document.getElementById("msg");
 const viewerMsg = document.getElementById("viewer-msg");
 let etag = null;
@@ -118,7 +119,8 @@ function setupUpload() {
 
 async function sendCorrection(bytes, source) {
   message(viewerMsg, "validating and re-measuring the corrected segmentation…");
-  const params = new URLSearchParams({ source, reviewer: reviewer(), comment: document.getElementById("comment").value });
+  const params = new URLSearchParams({ source, reviewer: reviewer(), comment: document.getElementById("comment").value,
+    based_on: String(detail.shown_version) });
   try {
     const response = await api(`${base}/corrections?${params}`, { method: "POST", body: bytes,
       headers: { "content-type": "application/octet-stream", "if-match": etag } });
@@ -127,10 +129,24 @@ async function sendCorrection(bytes, source) {
     const pairs = result.pairs.map(p => `${p.pair}: ${p.recomputed ? "change recomputed" : p.reason}`).join("; ");
     sessionStorage.setItem("koaimg.qa.flash", `Stored correction v${result.correction.version} (${changed} voxels ` +
       `changed); measurements recomputed.${pairs ? " " + pairs : ""}`);
-    window.location.reload();
+    window.location.replace(window.location.pathname);  // show the new version
   } catch (error) {
     conflict(error, viewerMsg);
   }
+}
+
+function renderVersions() {
+  if (detail.versions.length < 2) return;
+  const select = el("select", { id: "seg-version" });
+  for (const v of detail.versions) {
+    select.append(el("option", { value: String(v) }, v === 0 ? "automated (v0)" : `corrected v${v}`));
+  }
+  select.value = String(detail.shown_version);
+  select.addEventListener("change", () => {
+    const latest = detail.versions[detail.versions.length - 1];
+    window.location.search = Number(select.value) === latest ? "" : `?v=${select.value}`;
+  });
+  document.getElementById("layers").append(el("label", {}, "segmentation version ", select));
 }
 
 // ---------------------------------------------------------------------------------------------------- tables ---
@@ -140,7 +156,8 @@ function renderRegional() {
   document.getElementById("regional-panel").hidden = false;
   const versions = table.versions.map(String);
   const latest = versions[versions.length - 1];
-  const metrics = table.metrics.filter(m => !["ThCtAB.SD", "cAB", "full_thickness_area%"].includes(m));
+  const shown = ["tAB", "ThCtAB.Me", "ThCtAB.Max", "VC", "dAB%", "thickness"];  // MOAKS areas are in the grid below
+  const metrics = table.metrics.filter(m => shown.includes(m));
   const head = el("tr", {}, el("th", {}, "structure"), el("th", {}, "region"),
     ...metrics.map(m => el("th", { class: "num" }, `${m}${table.units[m] ? ` (${table.units[m]})` : ""}`)));
   const body = table.rows.map(row => el("tr", {}, el("td", {}, row.structure.replace("_cartilage", "")),
@@ -166,7 +183,9 @@ function gradeSelect(row, grade) {
   for (const g of [0, 1, 2, 3]) select.append(el("option", { value: String(g) }, String(g)));
   const current = row.override[grade];
   select.value = current === undefined ? "" : String(current);
+  select.classList.toggle("overridden", current !== undefined);
   select.addEventListener("change", async () => {
+    select.classList.toggle("overridden", select.value !== "");
     try {
       const response = await postJSON(`${base}/grades`, { region: row.region, grade,
         value: select.value === "" ? null : Number(select.value), reviewer: reviewer(),
@@ -277,7 +296,7 @@ document.addEventListener("keydown", (event) => {
 async function main() {
   const session = await (await api("/api/session")).json();
   reviewer = bindReviewer(document.getElementById("reviewer"), session.reviewer);
-  const response = await api(base);
+  const response = await api(askedVersion === null ? base : `${base}?version=${encodeURIComponent(askedVersion)}`);
   etag = etagOf(response);
   detail = await response.json();
   const flash = sessionStorage.getItem("koaimg.qa.flash");
@@ -302,6 +321,7 @@ async function main() {
     document.getElementById("viewer-box").hidden = true;
   }
   setupUpload();
+  renderVersions();
   window.koaimgQA = { ready: true, nv, detail };
   document.body.dataset.viewer = viewer;
   document.body.dataset.ready = "1";
