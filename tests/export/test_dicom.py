@@ -186,3 +186,15 @@ def test_sr_keeps_a_second_scheme_without_duplicating_the_plate(tiny_series, tmp
     regions = sorted({r["region"] for r in back})
     assert regions == ["FMC", "all", "wirth-eckstein:cMF.e"]
     assert sum(1 for r in back if r["region"] == "all" and r["metric"] == "VC") == 1
+
+
+def test_seg_from_an_enhanced_multiframe_source(tiny_series, tmp_path):
+    folder, labels = tiny_series
+    single = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(single, series_instance_uid=hd.UID(), series_number=9,
+                                                        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "EMR").mkdir()
+    enhanced.save_as(tmp_path / "EMR" / "mf.dcm")
+    seg = hd.seg.segread(write_dicom_seg(labels, tmp_path / "EMR", tmp_path / "seg.dcm"))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == enhanced.SeriesInstanceUID
+    assert np.array_equal(_seg_labels(seg, labels), labels.array)

@@ -288,3 +288,9 @@ def test_scan_report_tables_per_subregion_scheme(scan_dir):
     assert "Femoral cartilage — MOAKS subregions" in html
     assert "Femoral cartilage — Wirth–Eckstein subregions" in html and ">cMF<" in html
     assert "all 14 MOAKS cartilage subregions measured" in html
+
+
+def test_reports_are_reproducible(scan_dir):
+    """No clock or random state in a report: a resumed batch rewrites byte-identical files."""
+    first = write_scan_report(scan_dir).read_bytes()
+    assert write_scan_report(scan_dir).read_bytes() == first
