@@ -29,6 +29,9 @@ CONTRAST_COLUMNS = ("modality", "structure", "scheme", "region", "metric", "unit
                     "delta_diff_a_minus_b", "welch_t", "p_welch", "mannwhitney_u", "p_mannwhitney",
                     "hodges_lehmann_a_minus_b", "hedges_g")
 TRANSITION_COLUMNS = ("arm", "region", "item", "baseline_grade", "followup_grade", "n")
+#: metrics analysed by default (descriptive ones such as ThCtAB.SD/.Max, tAB and cAB are left to the per-knee files);
+#: every knee-level row (summary scores, counts, ordered values, thinning/thickening) is analysed too
+DEFAULT_METRICS = ("ThCtAB.Me", "ThCcAB.Me", "VC", "dAB%", "any_loss_area%", "full_thickness_area%", "thickness")
 #: thickness endpoints whose within-arm SRM above this over 6 months is implausible biology (domain-specs §6.4)
 SRM_FLAG = 1.0
 
@@ -107,8 +110,11 @@ def _arm_row(endpoint: dict, arm: str, n_randomised: int, data: list[dict]) -> d
         row.update(delta_median=float(med), delta_q1=float(q1), delta_q3=float(q3))
     sd = row["delta_sd"]
     row["srm"] = row["delta_mean"] / sd if n > 1 and sd > 0 else math.nan
-    t = _quiet(stats.ttest_1samp, d, 0.0) if n > 1 else None
-    row["p_within_t"] = float(t.pvalue) if t is not None else math.nan
+    # paired t on Δ (one-sample t against 0), by formula: scipy's wrappers cost more than the test
+    if n > 1 and sd > 0:
+        row["p_within_t"] = float(2.0 * stats.t.sf(abs(row["delta_mean"]) / (sd / math.sqrt(n)), n - 1))
+    else:
+        row["p_within_t"] = math.nan
     w = _quiet(stats.wilcoxon, d) if n > 1 and np.any(d != 0) else None
     row["p_within_wilcoxon"] = float(w.pvalue) if w is not None else math.nan
     flags = [x["beyond_sdd"] for x in data if x["beyond_sdd"] is not None]
@@ -164,9 +170,11 @@ def _contrast_row(endpoint: dict, a: str, b: str, da: np.ndarray, db: np.ndarray
         row["delta_diff_a_minus_b"] = float(da.mean() - db.mean())
         row["hodges_lehmann_a_minus_b"] = float(np.median(np.subtract.outer(da, db)))
     if len(da) > 1 and len(db) > 1:
-        t = _quiet(stats.ttest_ind, da, db, equal_var=False)
-        if t is not None:
-            row.update(welch_t=float(t.statistic), p_welch=float(t.pvalue))
+        va, vb = da.var(ddof=1) / len(da), db.var(ddof=1) / len(db)
+        if va + vb > 0:
+            t = (da.mean() - db.mean()) / math.sqrt(va + vb)
+            dof = (va + vb) ** 2 / (va**2 / (len(da) - 1) + vb**2 / (len(db) - 1))
+            row.update(welch_t=float(t), p_welch=float(2.0 * stats.t.sf(abs(t), dof)))
         u = _quiet(stats.mannwhitneyu, da, db, alternative="two-sided")
         if u is not None:
             row.update(mannwhitney_u=float(u.statistic), p_mannwhitney=float(u.pvalue))
@@ -179,7 +187,8 @@ def _contrast_row(endpoint: dict, a: str, b: str, da: np.ndarray, db: np.ndarray
 
 
 def cohort_statistics(change_rows: list[dict], allocation: dict[str, str], *, arms: list[str] | None = None,
-                      endpoints: list[tuple] | None = None) -> CohortResult:
+                      endpoints: list[tuple] | None = None,
+                      metrics: tuple[str, ...] | None = DEFAULT_METRICS) -> CohortResult:
     """Per-arm summaries, between-arm tests and MOAKS transition tables.
 
     Parameters
@@ -191,7 +200,9 @@ def cohort_statistics(change_rows: list[dict], allocation: dict[str, str], *, ar
     arms : list of str, optional
         Arm order (contrasts are arm_a - arm_b for a before b); default the allocation's order of first appearance.
     endpoints : list of tuple, optional
-        (modality, structure, scheme, region, metric) keys to analyse; default every continuous endpoint present.
+        (modality, structure, scheme, region, metric) keys to analyse; overrides ``metrics``.
+    metrics : tuple of str or None
+        Metrics analysed (plus every knee-level row) when ``endpoints`` is not given; None = every metric present.
     """
     arms = arms or list(dict.fromkeys(allocation.values()))
     randomised = {a: sum(1 for v in allocation.values() if v == a) for a in arms}
@@ -220,7 +231,10 @@ def cohort_statistics(change_rows: list[dict], allocation: dict[str, str], *, ar
         per[key][arm].append({"subject": r["subject"], "baseline": _num(r["baseline"]),
                               "followup": _num(r["followup"]), "delta": _num(r["delta"]),
                               "beyond_sdd": _truthy(r.get("beyond_sdd"))})
-    keys = [tuple(e) for e in endpoints] if endpoints is not None else sorted(per)
+    if endpoints is not None:
+        keys = [tuple(e) for e in endpoints]
+    else:
+        keys = sorted(k for k in per if metrics is None or k[4] in metrics or k[1] == "knee")
     arm_rows, contrast_rows = [], []
     for key in keys:
         if key not in per:
