@@ -120,13 +120,15 @@ class SiteGeometry:
 
 
 def find_sites(profile: BoneProfile, *, right_knee: bool, window_half_mm: float, fallback_offset_mm: float = 11.0,
-               min_groove_mm: float = 0.5) -> tuple[dict[str, float], dict[str, str]] | None:
+               min_groove_mm: float = 0.5, apex_clearance_mm: float = 1.5
+               ) -> tuple[dict[str, float], dict[str, str]] | None:
     """Arc positions of LC, IN and MC from the bone-line shape; None when there is no groove.
 
     IN is the deepest point of the trochlear groove: the bone point that lies deepest below the lower of the two rims
     (the shallowest bone on either side of it). LC and MC are the shallowest points (condylar apexes) on each side.
     Sites keep their window inside the tracked line; when a side rises to the end of the tracked line (no apex in
-    view) the site is placed ``fallback_offset_mm`` along the bone from the notch (or as far as the line allows) and
+    view: the shallowest point is within ``apex_clearance_mm`` of the usable end) the site is placed
+    ``fallback_offset_mm`` along the bone from the notch (or as far as the line allows) and
     marked ``"estimated"``. For a right knee on the standard view LC is on the image left; a left knee mirrors it.
     """
     y = ndimage.gaussian_filter1d(profile.y, max(1.0, 1.0 / profile.spacing_mm[1]), mode="nearest")
@@ -152,8 +154,9 @@ def find_sites(profile: BoneProfile, *, right_knee: bool, window_half_mm: float,
             return None
         idx = np.flatnonzero(cand)
         k = int(idx[np.argmin(y[idx])])
-        edge = k == idx[0] if side == "left" else k == idx[-1]
-        if edge:  # still rising at the end of the line: no apex seen
+        end = arc[idx[0]] if side == "left" else arc[idx[-1]]
+        edge = abs(arc[k] - end) < apex_clearance_mm  # still rising at the end of the line: no apex seen
+        if edge:
             target = arc[i_in] + (fallback_offset_mm if side == "right" else -fallback_offset_mm)
             k = int(idx[np.argmin(np.abs(arc[idx] - target))])
             placed[name] = "estimated"

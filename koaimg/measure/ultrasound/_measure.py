@@ -37,6 +37,9 @@ MAX_CV = 0.25
 PLAUSIBLE_MM = (0.5, 4.5)
 MIN_SURFACE_EVIDENCE = 0.05
 MAX_METHOD_DIFF_MM = 0.3
+#: where LC/MC go when their condylar apex is not in view: this far along the bone from the notch (typical apex
+#: distance on the phantoms and in Naredo 2009's images, about 11-15 mm)
+FALLBACK_OFFSET_MM = 11.0
 #: an all-black frame: every pixel at or below 1 % of the display full scale
 BLACK_FRACTION = 0.01
 
@@ -174,8 +177,6 @@ def _confidence(g: SiteGeometry, surface_evidence: float) -> tuple[str, tuple[st
             reasons.append(f"implausible thickness {g.thickness_mm:.2f} mm")
         if surface_evidence < MIN_SURFACE_EVIDENCE:
             reasons.append("weak superficial interface echo")
-    if g.placed == "estimated":
-        reasons.append("no condylar apex in view: site placed from the notch")
     return ("high" if not reasons else "low"), tuple(reasons)
 
 
@@ -186,7 +187,8 @@ def _measure_interfaces(itf: Interfaces, spacing: tuple[float, float], *, right_
         raise UltrasoundContentError("no bone line found: no continuous bright echo with an acoustic shadow over "
                                      "10 mm or more", hint="this is not a transverse suprapatellar knee view, or the "
                                      "probe is not perpendicular to the trochlea")
-    found = find_sites(profile, right_knee=right_knee, window_half_mm=window_half_mm)
+    found = find_sites(profile, right_knee=right_knee, window_half_mm=window_half_mm,
+                       fallback_offset_mm=FALLBACK_OFFSET_MM)
     if found is None:
         raise UltrasoundContentError(
             f"bone line found ({profile.arc[-1]:.0f} mm) but no trochlear groove with room for the LC, IN and MC "
@@ -297,6 +299,10 @@ def measure_ultrasound(image: UltrasoundImage, *, method: str = "auto", speed_of
         itf = track_interfaces(pixels, spacing, grey_max=grey_max)
     sites, _ = _measure_interfaces(itf, spacing, right_knee=right, window_half_mm=window_half_mm,
                                    factor=speed_of_sound_factor)
+    estimated = [s for s in SITES if sites[s].placed == "estimated"]
+    if estimated:
+        flags.append(f"no condylar apex in view for {', '.join(estimated)}: site placed "
+                     f"{FALLBACK_OFFSET_MM:g} mm along the bone from the notch")
 
     cross = None
     notes = []
