@@ -44,6 +44,7 @@ def _register() -> None:
     from . import _qa  # noqa: F401
     from . import _run  # noqa: F401
     from . import _report  # noqa: F401
+    from . import _us_measure  # noqa: F401
 
 
 def main() -> None:
