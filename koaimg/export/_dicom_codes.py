@@ -114,8 +114,10 @@ _REGION_MEANINGS = {
 def private_code(value: str, meaning: str) -> Code:
     """A concept in koaimg's private coding scheme (code value <= 16 characters, meaning <= 64)."""
     value = _SHORT_VALUES.get(value, value)
-    if len(value) > 16 or len(meaning) > 64:
-        raise ValueError(f"code {value!r} / {meaning!r} is too long for DICOM SH/LO")
+    if len(value) > 16:  # a metric koaimg does not know yet: a stable short value; the meaning keeps the name
+        value = value[:7] + "-" + content_hash(value)[:8]
+    if len(meaning) > 64:
+        meaning = meaning[:63] + "…"
     return Code(value, PRIVATE_SCHEME, meaning)
 
 

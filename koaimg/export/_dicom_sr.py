@@ -203,7 +203,11 @@ def _metric_name(concept) -> str:
     reverse = {v: k for k, v in _SHORT_VALUES.items()}
     value, scheme = str(concept.CodeValue), str(concept.CodingSchemeDesignator)
     if scheme == PRIVATE_SCHEME:
-        return reverse.get(value, value)
+        if value in reverse:
+            return reverse[value]
+        from ._dicom_codes import _METRIC_MEANINGS
+
+        return value if value in _METRIC_MEANINGS else str(concept.CodeMeaning)
     for metric, (code, _) in _STANDARD_METRICS.items():
         if code.value == value and code.scheme_designator == scheme:
             return metric

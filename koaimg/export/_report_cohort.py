@@ -143,7 +143,7 @@ def _arm_table_from_cohort_csv(rows: list[dict]) -> Table:
             Cell(str(r.get("flag", "")).split(":")[0], css="l thin" if r.get("flag") else "l",
                  title=str(r.get("flag", "")))]))
     return Table(["endpoint", "arm", "n", "baseline mean ± SD", "follow-up mean ± SD", "Δ mean ± SD", "95 % CI of Δ",
-                  "median [IQR] of Δ", "SRM", "p (paired t)", "beyond SDD", "flag"], body)
+                  "median [IQR] of Δ", "SRM", "p (paired t)", "beyond SDD", "flag"], body, left=2)
 
 
 def _contrast_table(rows: list[dict]) -> Table:
@@ -161,7 +161,7 @@ def _contrast_table(rows: list[dict]) -> Table:
             Cell(_p(r.get("p_ancova"))), Cell(_p(r.get("p_welch"))), Cell(_p(r.get("p_mannwhitney"))),
             Cell(fmt(r.get("hedges_g"), 2, signed=True))]))
     return Table(["endpoint", "contrast (A − B)", "n A/B", "ANCOVA difference", "95 % CI", "p ANCOVA", "p Welch",
-                  "p Mann–Whitney", "Hedges g"], body)
+                  "p Mann–Whitney", "Hedges g"], body, left=2)
 
 
 def _transition_table(rows: list[dict]) -> Table:
@@ -175,7 +175,7 @@ def _transition_table(rows: list[dict]) -> Table:
     body = [Row([Cell(arm, css="l"), Cell(item.replace("_", " "), css="l"), Cell(str(w), css="worse" if w else ""),
                  Cell(str(same)), Cell(str(better), css="better" if better else "")])
             for (arm, item), (w, same, better) in sorted(counts.items())]
-    return Table(["arm", "grade", "worsened", "unchanged", "improved"], body,
+    return Table(["arm", "grade", "worsened", "unchanged", "improved"], body, left=2,
                  legend="subregion × knee transitions of the MOAKS-style grades between the visits")
 
 
@@ -228,7 +228,7 @@ def write_cohort_report(cohort_dir: str | Path, *, path: str | Path | None = Non
         if summary_rows:
             sections.append(Section("arms", "Per-arm change", tables=[Table(
                 ["endpoint", "arm", "n", "baseline mean ± SD", "follow-up mean ± SD", "Δ mean ± SD", "95 % CI of Δ",
-                 "median [IQR] of Δ", "SRM", "beyond SDD"], summary_rows)],
+                 "median [IQR] of Δ", "SRM", "beyond SDD"], summary_rows, left=2)],
                 note=f"Computed by the report from the per-knee rows ({origin}); Δ = follow-up − baseline; "
                      "SRM = mean Δ / SD of Δ; CI t-based."))
     figs = []

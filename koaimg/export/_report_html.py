@@ -41,6 +41,8 @@ class Table:
     caption: str = ""
     css: str = ""
     legend: str = ""
+    #: how many leading columns hold text (left-aligned headers)
+    left: int = 1
 
 
 @dataclass

@@ -231,6 +231,6 @@ def _us_pair(rows: list[dict], *, prefix: str = "") -> list[Section]:
         cells += [Cell(fmt(row.get("sdd"), 2))] if show_sdd else []
         table_rows.append(Row(cells, css="total" if site == "mean" else ""))
     columns = ["site", "location", "baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"]
-    table = Table(columns + (["SDD mm"] if show_sdd else []), table_rows)
+    table = Table(columns + (["SDD mm"] if show_sdd else []), table_rows, left=2)
     return [Section("us-summary", f"{prefix}Summary", cards=cards),
             Section("sites", f"{prefix}Site change", tables=[table])]

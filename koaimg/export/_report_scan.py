@@ -259,7 +259,7 @@ def _mr_sections(scan_dir: Path, rows: list[dict], image: Volume | None) -> list
 def _us_sections(scan_dir: Path, rows: list[dict]) -> list[Section]:
     info = read_json(scan_dir / "ultrasound.json")
     sites = [r for r in rows if r.get("structure") == "ultrasound_femoral_cartilage"]
-    by_site = {r.get("region"): r for r in sites}
+    by_site = {r.get("region"): r for r in sites if r.get("metric") == "thickness"}
     mean = by_site.get("mean", {}).get("value")
     cards = [{"key": "Mean femoral cartilage thickness", "value": f"{fmt(mean)} mm", "note": "mean of LC, IN, MC"}]
     for code in ("LC", "IN", "MC"):
@@ -270,11 +270,18 @@ def _us_sections(scan_dir: Path, rows: list[dict]) -> list[Section]:
     figs = [figure(overlay.read_bytes(), "Suprapatellar transverse view with the measured cartilage boundaries and "
                    "the three measurement sites.")] if overlay.is_file() else []
     sections.append(Section("images", "Image", figures=figs, note="" if figs else "No overlay.png in this folder."))
-    table_rows = [Row([Cell(r.get("region", "")), Cell(REGION_NAMES.get(r.get("region", ""), ""), css="l"),
-                       Cell(fmt(r.get("value"))), Cell(r.get("unit", ""))],
-                      css="total" if r.get("region") == "mean" else "") for r in sites]
-    sections.append(Section("sites", "Site measurements",
-                            tables=[Table(["site", "location", "thickness", "unit"], table_rows)]))
+    metrics = list(dict.fromkeys(["thickness"] + [r.get("metric", "") for r in sites]))
+    units = {r.get("metric"): r.get("unit", "") for r in sites}
+    values = {(r.get("region"), r.get("metric")): r.get("value") for r in sites}
+    regions = [code for code in ("LC", "IN", "MC", "mean") if any((code, m) in values for m in metrics)]
+    regions += list(dict.fromkeys(r.get("region") for r in sites if r.get("region") not in regions))
+    table_rows = [Row([Cell(code), Cell(REGION_NAMES.get(code, ""), css="l")]
+                      + [Cell(fmt(values.get((code, m)))) for m in metrics],
+                      css="total" if code == "mean" else "") for code in regions]
+    columns = ["site", "location"] + [f"{m.replace('_', ' ')} {units.get(m) or ''}".strip() for m in metrics]
+    sections.append(Section("sites", "Site measurements", tables=[Table(columns, table_rows, left=2)],
+                            note="thickness: the primary measure; other columns are the measurement's own "
+                                 "cross-checks when it records them."))
     details = [f"{k}: {v}" for k, v in info.items() if isinstance(v, (str, int, float, bool)) and k != "subject"]
     for key in ("flags", "warnings", "notes"):
         if isinstance(info.get(key), list):
