@@ -1,6 +1,7 @@
 """Find the reviewable cases in a batch output folder from its layout alone (DESIGN.md), never from a request.
 
-A case is a scan folder ``OUT/<subject>/<visit>/<modality>/`` or a pair folder ``OUT/<subject>/change_<bl>_<fu>/``.
+A case is a scan folder ``OUT/<subject>/<visit>/<modality>/`` or a pair folder ``OUT/<subject>/change_<bl>_<fu>/``
+(one pair case per modality when the batch wrote ``change_<bl>_<fu>/<modality>/change.csv``).
 Every file the server may send is resolved here, once, into a fixed role → path table; requests name a case id and a
 role, and anything not in the table does not exist for the web app. Folder names must be plain pseudonymous ids.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+import sqlite3
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 #: a folder name the server accepts as a pseudonym, visit or modality (no separators, no dots at the start)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: case ids: ``subject~visit~modality`` or ``subject~change_bl_fu``
+#: case ids: ``subject~visit~modality``, ``subject~change_bl_fu`` or ``subject~change_bl_fu~modality``
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,200}$")
 #: folder names under OUT that are not subjects
 RESERVED = frozenset({"cohort", "qa", "logs", "manifest", "tmp"})
@@ -76,9 +78,9 @@ def case_id_for_scan(subject: str, visit: str, modality: str) -> str:
     return f"{subject}~{visit}~{modality}"
 
 
-def case_id_for_pair(subject: str, baseline: str, followup: str) -> str:
-    """The stable id of a pair case."""
-    return f"{subject}~change_{baseline}_{followup}"
+def case_id_for_pair(subject: str, baseline: str, followup: str, modality: str = "") -> str:
+    """The stable id of a pair case (``modality`` when the pair folder has one subfolder per modality)."""
+    return f"{subject}~change_{baseline}_{followup}" + (f"~{modality}" if modality else "")
 
 
 def is_pseudonym(name: str) -> bool:
@@ -113,6 +115,36 @@ def _read_flags(folder: Path) -> tuple[dict, ...]:
     return tuple(flags)
 
 
+def manifest_flags(root: Path) -> dict[str, list[dict]]:
+    """Best effort: failed/unavailable stages and segmentation warnings from the batch manifest, by unit folder.
+
+    The manifest's schema belongs to the batch engine; if it is absent or not as expected this returns nothing and the
+    worklist still works from the folder layout and ``qa_flags.json``.
+    """
+    out: dict[str, list[dict]] = {}
+    for path in sorted(root.glob("*manifest*.sqlite")):
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+            try:
+                rows = con.execute("SELECT unit, stage, status, reason, info FROM stages").fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            continue
+        for unit, stage, status, reason, info in rows:
+            flags = out.setdefault(str(unit), [])
+            if status in ("failed", "unavailable"):
+                flags.append({"code": f"{stage}_{status}", "message": str(reason or status)})
+            try:
+                extra = json.loads(info or "{}")
+            except ValueError:
+                extra = {}
+            for key in ("warnings", "notes"):
+                items = extra.get(key) if isinstance(extra, dict) else None
+                flags.extend({"code": f"{stage}_{key[:-1]}", "message": str(m)} for m in items or [] if m)
+    return out
+
+
 def latest_version(folder: Path) -> int:
     """Highest corrected version number present in ``folder/corrected`` (0 when there is none)."""
     root = folder / CORRECTED_DIR
@@ -139,19 +171,34 @@ def _split_pair(name: str, visits: set[str]) -> tuple[str, str] | None:
     return (rest[:cuts[0]], rest[cuts[0] + 1:]) if cuts else None
 
 
-def _pair_case(subject: str, pair_dir: Path, visits: set[str]) -> Case | None:
-    split = _split_pair(pair_dir.name, visits)
-    if split is None or not all(NAME_RE.match(v) for v in split):
-        return None
+def _pair_files(folder: Path) -> dict[str, Path]:
     files = {}
     for role, names in PAIR_FILES.items():
-        found = next((pair_dir / n for n in names if (pair_dir / n).is_file()), None)
+        found = next((folder / n for n in names if (folder / n).is_file()), None)
         if found is not None:
             files[role] = found
+    return files
+
+
+def _pair_cases(subject: str, pair_dir: Path, visits: set[str]) -> list[Case]:
+    """One case per modality subfolder (``change_bl_fu/MR/change.csv``, as the batch writes), else the folder itself."""
+    split = _split_pair(pair_dir.name, visits)
+    if split is None or not all(NAME_RE.match(v) for v in split):
+        return []
+    cases = []
+    for sub in sorted(p for p in pair_dir.iterdir() if p.is_dir() and NAME_RE.match(p.name)
+                      and p.name != CORRECTED_DIR):
+        files = _pair_files(sub)
+        if "change" in files:
+            cases.append(Case(case_id_for_pair(subject, *split, sub.name), "pair", subject, sub, modality=sub.name,
+                              baseline=split[0], followup=split[1], files=files, flags=_read_flags(sub)))
+    if cases:
+        return cases
+    files = _pair_files(pair_dir)
     if "change" not in files:
-        return None
-    return Case(case_id_for_pair(subject, *split), "pair", subject, pair_dir, baseline=split[0], followup=split[1],
-                files=files, flags=_read_flags(pair_dir))
+        return []
+    return [Case(case_id_for_pair(subject, *split), "pair", subject, pair_dir, baseline=split[0], followup=split[1],
+                 files=files, flags=_read_flags(pair_dir))]
 
 
 def discover_cases(out: str | Path) -> tuple[dict[str, Case], list[str]]:
@@ -172,12 +219,17 @@ def discover_cases(out: str | Path) -> tuple[dict[str, Case], list[str]]:
         visits = {p.name for p in children if not p.name.startswith("change_")}
         for child in children:
             if child.name.startswith("change_"):
-                case = _pair_case(name, child, visits)
-                if case is not None:
-                    cases[case.case_id] = case
+                cases.update((c.case_id, c) for c in _pair_cases(name, child, visits))
                 continue
             for modality_dir in sorted(p for p in child.iterdir() if p.is_dir() and NAME_RE.match(p.name)):
                 case = _scan_case(name, child.name, modality_dir)
                 if case is not None:
                     cases[case.case_id] = case
+    extra = manifest_flags(root)
+    if extra:
+        for case_id, case in cases.items():
+            unit = case.folder.relative_to(root)
+            unit_key = str(unit.parent if case.kind == "pair" and case.modality else unit)
+            if extra.get(unit_key):
+                cases[case_id] = replace(case, flags=case.flags + tuple(extra[unit_key]))
     return cases, skipped

@@ -159,8 +159,8 @@ class ReviewService:
         else:
             out["change"] = change_table(case, shown)
             out["change_original"] = change_table(case, 0) if shown else None
-            bl = self.cases.get(case_id_for_scan(case.subject, case.baseline, "MR"))
-            fu = self.cases.get(case_id_for_scan(case.subject, case.followup, "MR"))
+            bl = self.cases.get(case_id_for_scan(case.subject, case.baseline, case.modality or "MR"))
+            fu = self.cases.get(case_id_for_scan(case.subject, case.followup, case.modality or "MR"))
             out["baseline_case"] = bl.case_id if bl else None
             out["followup_case"] = fu.case_id if fu else None
             if bl is not None:
@@ -293,7 +293,7 @@ class ReviewService:
         """Recompute the change of every pair that uses ``scan``, from the latest version of both visits."""
         results = []
         for pair in [c for c in self.cases.values() if c.kind == "pair" and c.subject == scan.subject
-                     and scan.visit in (c.baseline, c.followup)]:
+                     and scan.visit in (c.baseline, c.followup) and (c.modality or "MR") == scan.modality]:
             bl = self.cases.get(case_id_for_scan(pair.subject, pair.baseline, scan.modality))
             fu = self.cases.get(case_id_for_scan(pair.subject, pair.followup, scan.modality))
             try:

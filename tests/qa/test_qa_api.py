@@ -356,3 +356,29 @@ def test_stale_correction_gets_409_and_leaves_no_version(client: TestClient, qa_
     r = _upload(client, BASELINE, nifti_bytes(np.asarray(ref.dataobj), ref.affine), '"0"')
     assert r.status_code == 409
     assert not any((qa_out / SUBJECT / "baseline" / "MR").glob("corrected/v*"))
+
+
+@pytest.mark.slow
+def test_review_of_a_real_batch_run(tmp_path: Path) -> None:
+    """``koaimg run`` on sample_data, then every case view, volume and picture, and a correction with its recompute."""
+    from typer.testing import CliRunner
+
+    from koaimg.cli._app import _register, app
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "OUT"
+    _register()
+    CliRunner().invoke(app, ["run", str(repo / "sample_data" / "SAMPLE-01"), str(out), "--labels-dir",
+                             str(repo / "sample_data" / "ground_truth"), "--workers", "1", "--skip", "dicom"])
+    with TestClient(create_app(out, reviewer="dr.batch"), base_url="http://127.0.0.1") as c:
+        cases = c.get("/api/cases").json()["cases"]
+        assert {x["kind"] for x in cases} == {"scan", "pair"}
+        for x in cases:
+            detail = c.get(f"/api/cases/{x['id']}").json()
+            for url in [*detail["volumes"].values(), *detail["images"].values()]:
+                assert c.get(url).status_code == 200, url
+        scan = next(x["id"] for x in cases if x["kind"] == "scan" and x["modality"] == "MR")
+        subject, visit, modality = scan.split("~")
+        ref = nib.load(str(out / subject / visit / modality / "labels.nii.gz"))
+        r = _upload(c, scan, nifti_bytes(np.asarray(ref.dataobj), ref.affine), '"0"')
+        assert r.status_code == 201 and all(p["recomputed"] for p in r.json()["pairs"])

@@ -166,3 +166,40 @@ def test_audit_csv_is_plain_csv(qa_out: Path) -> None:
     svc.decide(BASELINE, expected_version=0, status="flagged", comment='line1\nline2 "quoted"')
     rows = list(csv.DictReader(io.StringIO(svc.audit_csv())))
     assert rows[0]["reviewer"] == "dr, with comma" and rows[0]["comment"] == 'line1\nline2 "quoted"'
+
+
+def test_batch_layout_pairs_per_modality_and_manifest_flags(qa_out: Path) -> None:
+    """The batch engine writes ``change_bl_fu/<modality>/change.csv`` and a SQLite manifest beside the subjects."""
+    pair_dir = qa_out / SUBJECT / "change_baseline_month6"
+    (pair_dir / "MR").mkdir()
+    for name in ("change.csv", "delta_thickness.nii.gz", "femoral_delta_map.png"):
+        shutil.move(pair_dir / name, pair_dir / "MR" / name)
+    (pair_dir / "change.csv").write_text((pair_dir / "MR" / "change.csv").read_text())  # the combined table
+    con = sqlite3.connect(qa_out / "koaimg_manifest.sqlite")
+    con.execute("CREATE TABLE stages (unit TEXT, stage TEXT, status TEXT, reason TEXT, info TEXT)")
+    con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)", [
+        (f"{SUBJECT}/month6/MR", "segment", "done", "", json.dumps({"warnings": ["low model confidence"]})),
+        (f"{SUBJECT}/month6/MR", "dicom", "failed", "no DICOM source", "{}"),
+        (f"{SUBJECT}/change_baseline_month6", "change", "done", "", json.dumps({"notes": ["large repositioning"]})),
+        ("KOA-002/baseline/US", "measure", "done", "", "not json")])
+    con.commit()
+    con.close()
+    cases, _ = discover_cases(qa_out)
+    pair_id = f"{PAIR}~MR"
+    assert pair_id in cases and PAIR not in cases and cases[pair_id].modality == "MR"
+    assert [f["code"] for f in cases[FOLLOWUP].flags] == ["segment_warning", "dicom_failed"]
+    assert [f["message"] for f in cases[pair_id].flags] == ["large repositioning"]
+    svc = ReviewService(qa_out, reviewer="dr.m")
+    detail = svc.detail(pair_id)
+    assert detail["baseline_case"] == BASELINE and "delta" in detail["volumes"]
+    ref = labels_of(qa_out)
+    result = svc.correct(BASELINE, nifti_bytes(np.asarray(ref.dataobj), ref.affine), expected_version=0)
+    assert [p["pair"] for p in result["pairs"]] == [pair_id] and result["pairs"][0]["recomputed"]
+    assert (pair_dir / "MR" / "corrected" / "v1" / "change.csv").is_file()
+    assert pair_id in discover_cases(qa_out)[0]  # the corrected/ folder is not mistaken for a modality
+
+
+def test_broken_manifest_is_ignored(qa_out: Path) -> None:
+    (qa_out / "koaimg_manifest.sqlite").write_bytes(b"not a database")
+    cases, _ = discover_cases(qa_out)
+    assert BASELINE in cases and cases[BASELINE].flags[0]["code"] == "low_contrast"
