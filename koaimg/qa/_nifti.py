@@ -47,7 +47,7 @@ def scrub_header(raw: bytes) -> bytes:
     return bytes(out)
 
 
-@functools.lru_cache(maxsize=12)
+@functools.lru_cache(maxsize=6)
 def _scrubbed_gz(path: str, mtime_ns: int, size: int) -> bytes:
     data = Path(path).read_bytes()
     raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
