@@ -1,8 +1,10 @@
 """Train the ultrasound femoral-cartilage bundle (models/knee_us_seg) on synthetic phantoms, on one CPU thread.
 
-    nice -n 15 python pipelines/train_knee_us_seg.py train --budget-min 35     # resumable: run again to continue
+    nice -n 15 python pipelines/train_knee_us_seg.py train --budget-min 38     # resumable: run again to continue
+    nice -n 15 python pipelines/train_knee_us_seg.py train --stage finetune --init checkpoint --budget-min 15 \
+        --lr 5e-4 --realistic 0.6                                                # stage 2: real-scanner look
     python pipelines/train_knee_us_seg.py validate                               # Dice on held-out phantoms
-    python pipelines/train_knee_us_seg.py export                                 # weights -> bundle, sha256 pinned
+    python pipelines/train_knee_us_seg.py export --stage finetune                # weights -> bundle, sha256 pinned
 
 Work files (training set cache, checkpoint, log) go to pipelines/out/knee_us_seg/ (gitignored); only the exported
 weights (< 1 MB) are committed. Training phantoms use seeds 1000-1199; evaluation (pipelines/eval_us.py) uses 0-99
@@ -72,8 +74,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     data = _training_set()
-    cfg = TrainConfig(seed=args.seed, budget_s=args.budget_min * 60.0, batch=args.batch)
-    net = train(data, WORK / "checkpoint.pt", cfg, log=_log)
+    cfg = TrainConfig(seed=args.seed, budget_s=args.budget_min * 60.0, batch=args.batch, lr=args.lr,
+                      realistic=args.realistic)
+    init = WORK / f"{args.init}.pt" if args.init else None
+    net = train(data, WORK / f"{args.stage}.pt", cfg, log=_log, init=init)
     dice = _dice(net)
     _log(f"validation Dice on {len(dice)} held-out phantoms: mean {np.mean(dice):.3f}, min {np.min(dice):.3f}")
 
@@ -81,14 +85,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     net = build_network()
-    net.load_state_dict(torch.load(WORK / "checkpoint.pt", map_location="cpu", weights_only=False)["model"])
+    net.load_state_dict(torch.load(WORK / f"{args.stage}.pt", map_location="cpu", weights_only=False)["model"])
     net.eval()
     dice = _dice(net)
     print(f"Dice per held-out phantom: {np.round(dice, 3).tolist()}; mean {np.mean(dice):.3f}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    state = torch.load(WORK / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = torch.load(WORK / f"{args.stage}.pt", map_location="cpu", weights_only=False)
     buf = io.BytesIO()
     torch.save({k: v.clone() for k, v in state["model"].items()}, buf)
     data = buf.getvalue()
@@ -99,7 +103,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     meta["model_sha256"] = hashlib.sha256(data).hexdigest()
     meta["training"] = {"steps": int(state["step"]), "training_seconds": round(float(state["elapsed_s"])),
                         "final_loss": round(float(state["history"][-1][2]), 5) if state["history"] else None,
-                        "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop - 1], **state["config"]}
+                        "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop - 1], "stage": args.stage,
+                        **state["config"]}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     np.savetxt(BUNDLE / "docs" / "loss_history.csv", np.asarray(state["history"]), delimiter=",",
                header="step,training_seconds,mean_loss", fmt=["%d", "%.1f", "%.5f"], comments="")
@@ -113,9 +118,15 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=35.0, help="training minutes in total (resumes count)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--realistic", type=float, default=0.0, help="probability of the real-scanner look augmentation")
+    p.add_argument("--stage", default="checkpoint", help="checkpoint name in pipelines/out/knee_us_seg/")
+    p.add_argument("--init", default=None, help="start from this stage's weights (fine-tuning)")
     p.set_defaults(func=cmd_train)
-    sub.add_parser("validate").set_defaults(func=cmd_validate)
-    sub.add_parser("export").set_defaults(func=cmd_export)
+    for name, func in (("validate", cmd_validate), ("export", cmd_export)):
+        q = sub.add_parser(name)
+        q.add_argument("--stage", default="checkpoint")
+        q.set_defaults(func=func)
     args = parser.parse_args()
     args.func(args)
 

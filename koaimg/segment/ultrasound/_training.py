@@ -66,14 +66,24 @@ def make_training_set(seeds: list[int] | range) -> TrainingSet:
     return TrainingSet(images, targets, spacing)
 
 
-def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, realistic: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Intensity and display variations a real scanner or screenshot shows and the phantom renderer does not.
 
     Gain and gamma (other presets), blur (other transducers, smoothing), noise, and black areas with no cartilage in
-    the target (screenshot borders, a probe edge lifted off the skin), so the model says "nothing" on black.
+    the target (screenshot borders, a probe edge lifted off the skin), so the model says "nothing" on black. With
+    probability ``realistic``: lifted blacks with coarse grain (real shadow and cartilage are speckled grey, the
+    phantom's are near black) and smooth shading across the frame.
     """
     x = image * rng.uniform(0.6, 1.4)
     x = np.clip(x, 0.0, 1.0) ** math.exp(rng.uniform(math.log(0.6), math.log(1.7)))
+    if rng.random() < realistic:  # real scanners: grey (not black) shadow and cartilage, coarse speckle, shading
+        lift = rng.uniform(0.0, 0.3)
+        grain = ndimage.gaussian_filter(rng.normal(0.0, 1.0, x.shape), rng.uniform(0.7, 1.5))
+        x = lift * (1.0 + rng.uniform(0.3, 1.0) * grain / (grain.std() + 1e-6)).clip(0.0, None) + (1.0 - lift) * x
+        field = ndimage.gaussian_filter(rng.normal(0.0, 1.0, (8, 8)), 1.5)
+        field = ndimage.zoom(field / (field.std() + 1e-6), (x.shape[0] / 8, x.shape[1] / 8), order=1)
+        x = x * np.exp(rng.uniform(0.0, 0.3) * field[: x.shape[0], : x.shape[1]])
     if rng.random() < 0.3:
         x = ndimage.gaussian_filter(x, (rng.uniform(0.0, 1.0), rng.uniform(0.0, 1.5)))
     if rng.random() < 0.5:
@@ -94,8 +104,8 @@ def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> 
     return np.clip(x, 0.0, 1.0).astype(np.float32), y.astype(np.float32)
 
 
-def sample_batch(data: TrainingSet, rng: np.random.Generator, batch: int, patch: int = PATCH
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(data: TrainingSet, rng: np.random.Generator, batch: int, patch: int = PATCH,
+                 realistic: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, 1, patch, patch) image and target tensors; 70 % of patches are centred on cartilage."""
     xs, ys = [], []
     for _ in range(batch):
@@ -114,7 +124,7 @@ def sample_batch(data: TrainingSet, rng: np.random.Generator, batch: int, patch:
         y = tgt[r0:r0 + patch, c0:c0 + patch].astype(np.float32)
         if rng.random() < 0.5:  # left knees are the mirror image of right knees
             x, y = x[:, ::-1], y[:, ::-1]
-        x, y = augment(np.ascontiguousarray(x), np.ascontiguousarray(y), rng)
+        x, y = augment(np.ascontiguousarray(x), np.ascontiguousarray(y), rng, realistic)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
@@ -130,6 +140,7 @@ class TrainConfig:
     budget_s: float = 35 * 60.0
     checkpoint_every_s: float = 120.0
     log_every: int = 50
+    realistic: float = 0.0
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -141,9 +152,11 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + 0.5 * dice.mean()
 
 
-def train(data: TrainingSet, checkpoint: Path, config: TrainConfig,
-          log: Callable[[str], None] = print) -> torch.nn.Module:
+def train(data: TrainingSet, checkpoint: Path, config: TrainConfig, log: Callable[[str], None] = print,
+          init: Path | None = None) -> torch.nn.Module:
     """Train (or resume from ``checkpoint``) until ``config.budget_s`` seconds of training time are spent.
+
+    ``init`` starts a new run (fine-tuning stage) from another checkpoint's weights with a fresh optimiser.
 
     The checkpoint (model, optimiser, step, elapsed seconds, loss history) is rewritten atomically every
     ``checkpoint_every_s`` and at the end.
@@ -158,6 +171,9 @@ def train(data: TrainingSet, checkpoint: Path, config: TrainConfig,
         opt.load_state_dict(state["optimizer"])
         step, elapsed, history = int(state["step"]), float(state["elapsed_s"]), list(state["history"])
         log(f"resumed at step {step} ({elapsed:.0f} s of {config.budget_s:.0f} s)")
+    elif init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
+        log(f"initialised from {init.name}")
 
     def save() -> None:
         tmp = checkpoint.with_suffix(".tmp")
@@ -173,7 +189,8 @@ def train(data: TrainingSet, checkpoint: Path, config: TrainConfig,
         lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(elapsed / config.budget_s, 1.0)))
         for group in opt.param_groups:
             group["lr"] = max(lr, config.lr * 0.01)
-        x, y = sample_batch(data, np.random.default_rng((config.seed, step)), config.batch)
+        x, y = sample_batch(data, np.random.default_rng((config.seed, step)), config.batch,
+                            realistic=config.realistic)
         loss = _loss(net(x), y)
         opt.zero_grad()
         loss.backward()
