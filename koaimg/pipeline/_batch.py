@@ -157,11 +157,10 @@ def _model_status(bundle: str | None) -> tuple[bool, str, str]:
         return False, f"segmentation model not usable: {exc.one_line()}", ""
     except Exception as exc:  # an incomplete bundle is an unavailable model, not a crash
         return False, f"segmentation model not usable ({type(exc).__name__}: {exc})", ""
-    for attr in ("sha256", "version", "name"):
-        value = getattr(b, attr, None) or (b.get(attr) if isinstance(b, dict) else None)
-        if value:
-            return True, "", str(value)
-    return True, "", "unversioned"
+    version = str(getattr(b, "version", "") or "")
+    sha = str(getattr(b, "sha256", "") or "")
+    label = " ".join(p for p in (version, f"sha256:{sha[:16]}" if sha else "") if p)
+    return True, "", label or "unversioned"
 
 
 class _Engine:

@@ -360,8 +360,10 @@ class _ScanRunner:
     def stage_measure(self, folder: Path) -> dict:
         if self.p["modality"] == "US":
             fn = component("measure_ultrasound_file")
+            side = self.p.get("side") or ""
+            extra = {"side": side} if side in ("right", "left") else {}
             fn(Path(self.p["series"].files[0]), folder, subject=self.p["subject"], visit=self.p["visit"],
-               pixel_spacing_mm=self.p.get("pixel_spacing_mm"))
+               pixel_spacing_mm=self.p.get("pixel_spacing_mm"), **extra)
             return {}
         from ..core import KneeSide
         from ..io import read_labels

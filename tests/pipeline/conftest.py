@@ -40,11 +40,13 @@ def phantom_subject(request) -> Path:
     return cache
 
 
-def make_trial(root: Path, phantom: Path, subjects: tuple[str, ...] = ("KOA-001", "KOA-002")) -> Path:
+def make_trial(root: Path, phantom: Path, subjects: tuple[str, ...] = ("KOA-001", "KOA-002"), *,
+               with_us: bool = True) -> Path:
     """A trial export: one copy of the phantom subject per name, true labels, and an allocation table."""
     root.mkdir(parents=True, exist_ok=True)
     for name in subjects:
-        shutil.copytree(phantom / "KOA-001", root / name)
+        shutil.copytree(phantom / "KOA-001", root / name,
+                        ignore=None if with_us else lambda d, names: [n for n in names if n == "US"])
         shutil.copytree(phantom / "ground_truth" / "KOA-001", root / "ground_truth" / name)
     with (root / "allocation.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -58,6 +60,12 @@ def make_trial(root: Path, phantom: Path, subjects: tuple[str, ...] = ("KOA-001"
 def trial(tmp_path, phantom_subject) -> Path:
     """Two subjects (the same knee under two pseudonyms), baseline + month6, MR + US."""
     return make_trial(tmp_path / "export", phantom_subject)
+
+
+@pytest.fixture
+def mr_trial(tmp_path, phantom_subject) -> Path:
+    """As ``trial`` without the ultrasound (keeps the engine tests fast: US measurement is tested on its own)."""
+    return make_trial(tmp_path / "export", phantom_subject, with_us=False)
 
 
 def output_hashes(out: Path) -> dict[str, str]:

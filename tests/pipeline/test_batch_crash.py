@@ -30,7 +30,7 @@ def reference(tmp_path_factory, phantom_subject, tools):
     """One subject's export and the hashes of an uninterrupted run into ``out`` (removed again: every test runs into
     the same path, as some outputs record their folder)."""
     root = tmp_path_factory.mktemp("crash")
-    trial = tools.make_trial(root / "export", phantom_subject, subjects=("KOA-001",))
+    trial = tools.make_trial(root / "export", phantom_subject, subjects=("KOA-001",), with_us=False)
     out = root / "out"
     proc = tools.koaimg_cli(*_batch_args(trial, out, "--workers", "0"), check=True)
     hashes = tools.output_hashes(out)
@@ -98,23 +98,23 @@ def test_kill_two_workers_mid_batch_then_resume(reference, tools):
     _check_resumed(tools, trial, out, hashes, rows, rc, "--workers", "2")
 
 
-def test_dask_cluster_gives_the_same_manifest(trial, tmp_path, tools):
+def test_dask_cluster_gives_the_same_manifest(mr_trial, tmp_path, tools):
     distributed = pytest.importorskip("distributed")
     out = tmp_path / "out"
     skip = ("dicom", "report", "pair_report", "cohort_report")
-    local = run_batch(trial, out, RunOptions(workers=0, skip=skip), labels_dir=trial / "ground_truth")
+    local = run_batch(mr_trial, out, RunOptions(workers=0, skip=skip), labels_dir=mr_trial / "ground_truth")
     local_rows, local_hashes = read_manifest(out), tools.output_hashes(out)
     shutil.rmtree(out)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c:
-        remote = run_batch(trial, out, RunOptions(workers=0, skip=skip, scheduler=c.scheduler_address),
-                           labels_dir=trial / "ground_truth")
+        remote = run_batch(mr_trial, out, RunOptions(workers=0, skip=skip, scheduler=c.scheduler_address),
+                           labels_dir=mr_trial / "ground_truth")
     assert remote.executor == "dask"
     assert read_manifest(out) == local_rows
     assert tools.output_hashes(out) == local_hashes
     assert remote.exit_code == local.exit_code
 
 
-def test_gpu_split_path_gives_the_same_outputs(trial, tmp_path, tools, monkeypatch):
+def test_gpu_split_path_gives_the_same_outputs(mr_trial, tmp_path, tools, monkeypatch):
     """The job split used with a GPU worker (segment on one pool, the rest on another) changes nothing."""
     import koaimg.pipeline._batch as batch
 
@@ -125,7 +125,8 @@ def test_gpu_split_path_gives_the_same_outputs(trial, tmp_path, tools, monkeypat
     def fake_segment(volume, *, bundle=None, device="auto", probabilities=False):
         from koaimg.io import read_labels
 
-        return FakeSegmentation(read_labels(trial / "ground_truth" / "KOA-001" / "baseline" / "MR" / "labels.nii.gz"))
+        truth = mr_trial / "ground_truth" / "KOA-001" / "baseline" / "MR" / "labels.nii.gz"
+        return FakeSegmentation(read_labels(truth))
 
     import koaimg.pipeline._stages as stages
 
@@ -133,7 +134,7 @@ def test_gpu_split_path_gives_the_same_outputs(trial, tmp_path, tools, monkeypat
     monkeypatch.setattr(batch, "_model_status", lambda bundle: (True, "", "fake-model-1"))
     monkeypatch.setattr(stages, "component",
                         lambda name: fake_segment if name == "segment_volume" else real_component(name))
-    summary = run_batch(trial, tmp_path / "out", RunOptions(workers=0, gpu_worker=True, skip=(
+    summary = run_batch(mr_trial, tmp_path / "out", RunOptions(workers=0, gpu_worker=True, skip=(
         "dicom", "report", "pair_report", "cohort", "cohort_report")))
     by = {(r.unit, r.stage): r for r in summary.records}
     seg = by[("KOA-001/baseline/MR", "segment")]

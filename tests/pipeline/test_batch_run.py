@@ -27,9 +27,10 @@ def _status(summary) -> dict[tuple[str, str], str]:
     return {(r.unit, r.stage): r.status for r in summary.records}
 
 
-def test_run_layout_resume_and_force(trial, tmp_path, tools):
+def test_run_layout_resume_and_force(mr_trial, tmp_path, tools):
     out = tmp_path / "out"
-    first = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False), labels_dir=trial / "ground_truth")
+    first = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False),
+                      labels_dir=mr_trial / "ground_truth")
     status = _status(first)
     for visit in ("baseline", "month6"):
         assert status[(f"KOA-001/{visit}/MR", "measure")] == "done"
@@ -44,23 +45,23 @@ def test_run_layout_resume_and_force(trial, tmp_path, tools):
     assert (out / MANIFEST_NAME).is_file() and not tools.leftovers(out)
     hashes = tools.output_hashes(out)
 
-    again = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
-                      labels_dir=trial / "ground_truth")
+    again = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
+                      labels_dir=mr_trial / "ground_truth")
     ran = {(r.unit, r.stage) for r in again.records if (r.unit, r.stage) not in again.reused and r.status == "done"}
     assert not ran, f"a resumed run with nothing changed must reuse everything, ran {ran}"
     assert tools.output_hashes(out) == hashes
 
-    forced = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True, force=("measure",)),
-                       labels_dir=trial / "ground_truth")
+    forced = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True, force=("measure",)),
+                       labels_dir=mr_trial / "ground_truth")
     redone = {(r.unit, r.stage) for r in forced.records if (r.unit, r.stage) not in forced.reused}
     assert ("KOA-001/baseline/MR", "measure") in redone and ("KOA-001/baseline/MR", "segment") not in redone
     assert tools.output_hashes(out) == hashes, "re-running a deterministic stage gives the same files"
 
     # a changed input (new labels) invalidates segment and everything after it, nothing else
-    labels = trial / "ground_truth" / "KOA-001" / "month6" / "MR" / "labels.nii.gz"
-    labels.write_bytes((trial / "ground_truth" / "KOA-001" / "baseline" / "MR" / "labels.nii.gz").read_bytes())
-    changed = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
-                        labels_dir=trial / "ground_truth")
+    labels = mr_trial / "ground_truth" / "KOA-001" / "month6" / "MR" / "labels.nii.gz"
+    labels.write_bytes((mr_trial / "ground_truth" / "KOA-001" / "baseline" / "MR" / "labels.nii.gz").read_bytes())
+    changed = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
+                        labels_dir=mr_trial / "ground_truth")
     redone = {(r.unit, r.stage) for r in changed.records if (r.unit, r.stage) not in changed.reused}
     assert ("KOA-001/month6/MR", "segment") in redone and ("KOA-001/month6/MR", "measure") in redone
     assert ("KOA-001/baseline/MR", "segment") not in redone
@@ -86,11 +87,11 @@ def test_unavailable_components_are_recorded(trial, tmp_path, monkeypatch):
     assert {r["status"] for r in rows} >= {"unavailable", "skipped", "done"}
 
 
-def test_corrupted_scan_among_good_ones(trial, tmp_path, tools):
-    victim = sorted((trial / "KOA-002" / "baseline" / "MR").iterdir())[5]
+def test_corrupted_scan_among_good_ones(mr_trial, tmp_path, tools):
+    victim = sorted((mr_trial / "KOA-002" / "baseline" / "MR").iterdir())[5]
     victim.write_bytes(victim.read_bytes()[:300])  # a truncated copy
     out = tmp_path / "out"
-    summary = run_batch(trial, out, _opts(), labels_dir=trial / "ground_truth")
+    summary = run_batch(mr_trial, out, _opts(), labels_dir=mr_trial / "ground_truth")
     status = _status(summary)
     assert status[("KOA-002/baseline/MR", "ingest")] == "failed"
     assert status[("KOA-002/baseline/MR", "measure")] == "skipped"
@@ -138,17 +139,17 @@ def _fail_writes(monkeypatch, after: int = 0):
     monkeypatch.setattr(_atomic, "atomic_write_bytes", full_disk_bytes)
 
 
-def test_full_disk_fails_cleanly_and_resumes(trial, tmp_path, tools, monkeypatch):
+def test_full_disk_fails_cleanly_and_resumes(mr_trial, tmp_path, tools, monkeypatch):
     import shutil
 
     out = tmp_path / "out"
-    run_study(trial / "KOA-001", out, _opts(command="run", cohort=False), labels_dir=trial / "ground_truth")
+    run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False), labels_dir=mr_trial / "ground_truth")
     reference = tools.output_hashes(out)  # same OUT path: some outputs record their folder
     shutil.rmtree(out)
     with monkeypatch.context() as m:
         _fail_writes(m)
-        summary = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False),
-                            labels_dir=trial / "ground_truth")
+        summary = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False),
+                            labels_dir=mr_trial / "ground_truth")
     failed = [r for r in summary.records if r.status == "failed"]
     assert failed and all("disk full" in r.reason and "ENOSPC" in r.reason for r in failed)
     assert summary.exit_code == 1
@@ -157,13 +158,13 @@ def test_full_disk_fails_cleanly_and_resumes(trial, tmp_path, tools, monkeypatch
         if folder.is_file():
             assert folder.stat().st_size > 0
     assert not list(out.rglob("measures.csv")), "a stage that failed to write leaves none of its files"
-    resumed = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
-                        labels_dir=trial / "ground_truth")
+    resumed = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
+                        labels_dir=mr_trial / "ground_truth")
     assert resumed.exit_code == 0
     assert tools.output_hashes(out) == reference
 
 
-def test_read_only_output_folder(trial, tmp_path):
+def test_read_only_output_folder(mr_trial, tmp_path):
     import os
     import subprocess
 
@@ -179,8 +180,8 @@ def test_read_only_output_folder(trial, tmp_path):
         pytest.skip("running as root without permission to mount a read-only file system")
     try:
         with pytest.raises(ManifestError, match="not writable") as info:
-            run_study(trial / "KOA-001", ro / "out", _opts(command="run", cohort=False),
-                      labels_dir=trial / "ground_truth")
+            run_study(mr_trial / "KOA-001", ro / "out", _opts(command="run", cohort=False),
+                      labels_dir=mr_trial / "ground_truth")
         assert "\n" not in info.value.one_line()
         assert not any(ro.iterdir())
     finally:
@@ -190,7 +191,7 @@ def test_read_only_output_folder(trial, tmp_path):
             ro.chmod(0o755)
 
 
-def test_unwritable_scan_folder_is_recorded(trial, tmp_path, monkeypatch):
+def test_unwritable_scan_folder_is_recorded(mr_trial, tmp_path, monkeypatch):
     """A folder that refuses writes mid-run (EROFS) fails that scan with a clear reason; the others finish."""
     import tempfile
 
@@ -202,8 +203,8 @@ def test_unwritable_scan_folder_is_recorded(trial, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(stages.tempfile, "mkdtemp", refuse)
-    summary = run_study(trial / "KOA-001", tmp_path / "out", _opts(command="run", cohort=False),
-                        labels_dir=trial / "ground_truth")
+    summary = run_study(mr_trial / "KOA-001", tmp_path / "out", _opts(command="run", cohort=False),
+                        labels_dir=mr_trial / "ground_truth")
     status = _status(summary)
     assert status[("KOA-001/baseline/MR", "measure")] == "done"
     bad = next(r for r in summary.records if r.unit == "KOA-001/month6/MR" and r.stage == "ingest")
@@ -211,18 +212,41 @@ def test_unwritable_scan_folder_is_recorded(trial, tmp_path, monkeypatch):
     assert summary.exit_code == 1
 
 
-def test_manifest_contents(trial, tmp_path):
+def test_manifest_contents(mr_trial, tmp_path):
     out = tmp_path / "out"
-    run_study(trial / "KOA-001", out, _opts(command="run", cohort=False), labels_dir=trial / "ground_truth")
+    run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False), labels_dir=mr_trial / "ground_truth")
     db = sqlite3.connect(out / MANIFEST_NAME)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     units = db.execute("SELECT unit, kind, n_files, input_hash FROM units ORDER BY unit").fetchall()
-    assert [u[0] for u in units][:2] == ["KOA-001/baseline/MR", "KOA-001/baseline/US"]
+    assert [u[0] for u in units][:2] == ["KOA-001/baseline/MR", "KOA-001/change_baseline_month6"]
     assert all(len(u[3]) == 64 for u in units if u[1] == "scan")
     versions, outputs = db.execute("SELECT versions, outputs FROM stages WHERE unit='KOA-001/baseline/MR' AND "
                                    "stage='measure'").fetchone()
     assert json.loads(versions)["koaimg"]
     assert "measures.csv" in json.loads(outputs)
     text = "\n".join(str(row) for row in db.execute("SELECT * FROM stages").fetchall())
-    assert str(trial) not in text, "no user paths in the manifest"
+    assert str(mr_trial) not in text, "no user paths in the manifest"
     db.close()
+
+
+def test_ultrasound_scans_are_measured_and_paired(trial, tmp_path):
+    """MR and US of a subject: US sites measured, change.csv holds both modalities (US Δ close to the truth)."""
+    pytest.importorskip("koaimg.pipeline._ultrasound")
+    out = tmp_path / "out"
+    summary = run_study(trial / "KOA-001", out, _opts(command="run", cohort=False),
+                        labels_dir=trial / "ground_truth")
+    status = _status(summary)
+    if status[("KOA-001/baseline/US", "measure")] == "unavailable":
+        pytest.skip("ultrasound measurement has not landed")
+    assert status[("KOA-001/baseline/US", "measure")] == "done"
+    assert (out / "KOA-001" / "baseline" / "US" / "measures.csv").is_file()
+    with (out / "KOA-001" / "change_baseline_month6" / "change.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["modality"] for r in rows} == {"MR", "US"}
+    truth = json.loads((trial / "ground_truth" / "KOA-001" / "month6" / "US" / "truth.json").read_text())
+    base = json.loads((trial / "ground_truth" / "KOA-001" / "baseline" / "US" / "truth.json").read_text())
+    true_mean = sum(truth["sites"][s]["mean_thickness_mm"] - base["sites"][s]["mean_thickness_mm"]
+                    for s in ("LC", "IN", "MC")) / 3
+    measured = next(float(r["delta"]) for r in rows if r["modality"] == "US" and r["region"] == "mean"
+                    and r["metric"] == "thickness")
+    assert abs(measured - true_mean) < 0.15
