@@ -127,7 +127,7 @@ def write_pair_report(change_dir: str | Path, *, path: str | Path | None = None)
     if mr:
         sections += _mr_pair(change_dir, mr, visits, prefix="MRI — " if both else "")
     if us:
-        sections += _us_pair(us, prefix="Ultrasound — " if both else "")
+        sections += _us_pair(us, prefix="Ultrasound — " if both else "", change_dir=change_dir, visits=visits)
     items = []
     for info_path in [change_dir / "transitions.json", *sorted(change_dir.glob("*/transitions.json"))]:
         info = read_json(info_path)
@@ -181,6 +181,11 @@ def _mr_pair(change_dir: Path, rows: list[dict], visits: tuple[str, str], *, pre
     thick = sum(1 for row in regional if (num(row.get("delta")) or 0) > 0)
     cards.append({"key": "Subregions beyond SDD", "value": f"{thin} ▼ / {thick} ▲",
                   "note": "thinning / thickening (ThCtAB)"})
+    summed = lookup.get(("knee", "all", "moaks_summed_score_pos_worse"))
+    if summed is not None:
+        cards.append({"key": "MOAKS-style summed score", "value": f"{fmt(summed.get('baseline'), 0)} → "
+                      f"{fmt(summed.get('followup'), 0)}", "note": f"Δ {fmt(summed.get('delta'), 0, signed=True)}; "
+                                                               "higher = worse"})
     sections = [Section("summary", f"{prefix}Summary", cards=cards)]
     figs = []
     delta = _delta_map(change_dir)
@@ -210,13 +215,23 @@ def _mr_pair(change_dir: Path, rows: list[dict], visits: tuple[str, str], *, pre
             label = {"moaks": "MOAKS subregions", "": ""}.get(scheme, f"{scheme} subregions")
             tables.append(Table(columns, table_rows, caption=f"{name} — {label}" if label else name))
     sections.append(Section("regions", f"{prefix}Regional change", tables=tables))
+    knee_rows = [Row([Cell(m.replace("_", " "), css="l"), Cell(r if r != "all" else "knee", css="l"),
+                      Cell(fmt(row.get("baseline"), 2)), Cell(fmt(row.get("followup"), 2)),
+                      Cell(fmt(row.get("delta"), 2, signed=True)), Cell(fmt(row.get("pct_delta"), 1, signed=True))])
+                 for (st, r, m), row in lookup.items() if st == "knee"]
+    if knee_rows:
+        sections.append(Section("scores", f"{prefix}Knee-level scores", tables=[Table(
+            ["score", "region", "baseline", "follow-up", "Δ", "Δ %"], knee_rows, left=2)],
+            note="Summary scores state their direction in the name (_pos_worse: a positive value or change is "
+                 "worse); thinning/thickening scores sum the ordered subregion changes (Eckstein)."))
     trans = transitions_table(lookup)
     if trans is not None:
         sections.append(Section("moaks", f"{prefix}MOAKS-style grade transitions", tables=[trans]))
     return sections
 
 
-def _us_pair(rows: list[dict], *, prefix: str = "") -> list[Section]:
+def _us_pair(rows: list[dict], *, prefix: str = "", change_dir: Path | None = None,
+             visits: tuple[str, str] = ("", "")) -> list[Section]:
     lookup = _lookup(rows)
     show_sdd = any(str(r.get("sdd", "")).strip() for r in rows)
     mean = lookup.get(("ultrasound_femoral_cartilage", "mean", "thickness"))
@@ -232,5 +247,10 @@ def _us_pair(rows: list[dict], *, prefix: str = "") -> list[Section]:
         table_rows.append(Row(cells, css="total" if site == "mean" else ""))
     columns = ["site", "location", "baseline mm", "follow-up mm", "Δ mm", "Δ %", "beyond SDD"]
     table = Table(columns + (["SDD mm"] if show_sdd else []), table_rows, left=2)
-    return [Section("us-summary", f"{prefix}Summary", cards=cards),
-            Section("sites", f"{prefix}Site change", tables=[table])]
+    sections = [Section("us-summary", f"{prefix}Summary", cards=cards)]
+    figs = _visit_maps(change_dir, _subject_dir(change_dir), visits, "US") if change_dir is not None else []
+    if figs:
+        sections.append(Section("us-images", f"{prefix}Images", figures=figs,
+                                note="Measurement overlays of both visits (same sites: LC, IN, MC)."))
+    sections.append(Section("sites", f"{prefix}Site change", tables=[table]))
+    return sections
