@@ -257,6 +257,7 @@ class _Engine:
                    "pixel_spacing_mm": scan.pixel_spacing_mm, "input_hash": input_hash, "method": self.opt.method,
                    "model_ok": model[0], "model_reason": model[1], "model_version": model[2],
                    "bundle": self.opt.bundle, "device": self.opt.device, "problem": scan.problem,
+                   "source_root": self.plan.root,
                    "all_stages": stages}
         common = dict(kind="scan", unit=scan.unit, out_root=str(self.out), signatures=signatures, payload=payload,
                       versions=versions)

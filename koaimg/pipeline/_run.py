@@ -14,7 +14,7 @@ def run_study(study_dir: str | Path, out: str | Path, options: RunOptions | None
     """All visits and modalities of one subject (``STUDY_DIR/<visit>/...``) into ``OUT/<subject>/...``."""
     options = options or RunOptions(command="run", cohort=False)
     plan = discover_study(study_dir, subject=subject, subject_from=subject_from, overrides_csv=overrides_csv,
-                          labels_dir=labels_dir)
+                          labels_dir=labels_dir, skip=(out, labels_dir or ""))
     return run_plan(plan, out, options, reporter)
 
 

@@ -184,6 +184,17 @@ def _describe_oserror(exc: OSError) -> str:
     return f"cannot write {where} ({exc.strerror or exc}); check the output folder and run again with --resume"
 
 
+def _scrub(text: str, job: Job) -> str:
+    """Reasons go to the manifest and the log: user folders (which may carry names) become SCAN_ROOT / OUT."""
+    if not text:
+        return text
+    for root, name in ((job.payload.get("source_root"), "SCAN_ROOT"), (job.out_root, "OUT")):
+        if root:
+            for form in {str(Path(root)), str(Path(root).resolve())}:
+                text = text.replace(form.rstrip("/") + "/", f"{name}/").replace(form, name)
+    return text
+
+
 def recover(out_root: str | Path) -> list[str]:
     """Tidy what a killed run left: put back a folder moved aside mid-swap, remove staging folders and temp files."""
     root = Path(out_root)
@@ -274,6 +285,7 @@ def execute(job: Job) -> list[StageRecord]:
                 status, reason = FAILED, f"internal error {type(exc).__name__}: {exc}"
                 if os.environ.get("KOAIMG_DEBUG") == "1":
                     traceback.print_exc()
+            reason = _scrub(reason, job)
             seconds = time.perf_counter() - t0
             after = _snapshot(staging)
             changed = sorted(k for k, v in after.items() if before.get(k) != v)
@@ -346,7 +358,9 @@ class _ScanRunner:
             warnings: list[str] = []
         else:
             if not self.p.get("model_ok"):
-                raise Unavailable(self.p.get("model_reason") or "no segmentation model")
+                raise Unavailable("segmentation: no precomputed labels for this scan (--labels-dir "
+                                  "DIR/<subject>/<visit>/MR/labels.nii.gz or a labels column in --overrides) and "
+                                  f"{self.p.get('model_reason') or 'no segmentation model'}")
             segment_volume = component("segment_volume")
             result = segment_volume(img, bundle=self.p.get("bundle"), device=self.p.get("device", "auto"))
             labels = result.labels

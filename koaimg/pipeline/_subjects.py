@@ -194,12 +194,22 @@ class _Candidate:
     override: _Override | None
 
 
+def _inside(path: str, roots: set[Path]) -> bool:
+    p = Path(path).resolve()
+    return any(p == r or r in p.parents for r in roots)
+
+
 def _candidates(report: DiscoveryReport, subject_dir: Path | None, subject: str | None, subject_from: str,
-                overrides: list[_Override], ignored: list, problems: list) -> list[_Candidate]:
+                overrides: list[_Override], ignored: list, problems: list,
+                skip: set[Path] | None = None) -> list[_Candidate]:
     out = []
+    skip = skip or set()
     for p in report.problems:
-        problems.append((subject or "scan root", _short(p.path, p.code, p.message)))
+        if not _inside(p.path, skip):
+            problems.append((subject or "scan root", _short(p.path, p.code, p.message)))
     for s in report.series:
+        if _inside(s.files[0], skip):
+            continue
         o = _override_for(s, overrides)
         if o is not None and o.exclude:
             ignored.append((s.key, "excluded by the override CSV"))
@@ -300,14 +310,17 @@ def plan_scans(cands: list[_Candidate], labels_dir: Path | None, ignored: list) 
 
 
 def discover_study(study_dir: str | Path, *, subject: str | None = None, subject_from: str = "folder",
-                   overrides_csv: str | Path | None = None, labels_dir: str | Path | None = None) -> StudyPlan:
-    """``koaimg run``: one subject's folder (``STUDY_DIR/<visit>/...``)."""
+                   overrides_csv: str | Path | None = None, labels_dir: str | Path | None = None,
+                   skip: tuple[str | Path, ...] = ()) -> StudyPlan:
+    """``koaimg run``: one subject's folder (``STUDY_DIR/<visit>/...``); ``skip``: folders inside it to leave out
+    (an OUT or labels folder placed inside the study)."""
     root = Path(study_dir)
     overrides = read_overrides(overrides_csv, root) if overrides_csv else []
     ignored: list = []
     problems: list = []
     name = safe_name(subject) if subject else (None if subject_from == "header" else safe_name(root.resolve().name))
-    cands = _candidates(discover(root), root, name, subject_from, overrides, ignored, problems)
+    skip_paths = {Path(s).resolve() for s in skip if s}
+    cands = _candidates(discover(root), root, name, subject_from, overrides, ignored, problems, skip_paths)
     scans, pairs = plan_scans(cands, Path(labels_dir) if labels_dir else None, ignored)
     return StudyPlan(str(root), scans, pairs, ignored, problems)
 
@@ -332,7 +345,8 @@ def discover_batch(scan_root: str | Path, *, subject_from: str = "folder", overr
             continue
         if child.is_dir():
             name = None if subject_from == "header" else safe_name(child.name)
-            cands += _candidates(discover(child), child, name, subject_from, overrides, ignored, problems)
+            cands += _candidates(discover(child), child, name, subject_from, overrides, ignored, problems,
+                                 skip_paths)
         elif child.is_file() and child.suffix.lower() not in (".csv", ".json", ".md", ".txt"):
             loose = True
     if loose:
