@@ -40,8 +40,9 @@ async function startViewer(lut) {
   const list = [{ url: background, name: "image.nii.gz", colormap: "gray", colorbarVisible: false }];
   const layers = [];
   if (v.labels) {
-    list.push({ url: v.labels, name: "labels.nii.gz", colormap: "gray", opacity: 0.45, colorbarVisible: false });
-    layers.push(["segmentation", list.length - 1, 0.45]);
+    const opacity = v.delta ? 0.2 : 0.45;  // keep the Δ overlay readable on top of the cartilage labels
+    list.push({ url: v.labels, name: "labels.nii.gz", colormap: "gray", opacity, colorbarVisible: false });
+    layers.push(["segmentation", list.length - 1, opacity]);
   }
   if (v.thickness) {
     list.push({ url: v.thickness, name: "thickness.nii.gz", colormap: "warm", cal_min: 0.05, cal_max: 4.0,
@@ -49,11 +50,13 @@ async function startViewer(lut) {
     layers.push(["thickness (mm)", list.length - 1, 1.0]);
   }
   if (v.delta) {
-    list.push({ url: v.delta, name: "delta.nii.gz", colormap: "warm", colormapNegative: "winter", cal_min: 0.05,
+    // same convention as the report's Δ map: blue = thickening (follow-up − baseline > 0), red = thinning
+    list.push({ url: v.delta, name: "delta.nii.gz", colormap: "blue2cyan", colormapNegative: "redyell", cal_min: 0.05,
       cal_max: 1.0, cal_minNeg: -1.0, cal_maxNeg: -0.05, opacity: 1.0, colorbarVisible: true });
     layers.push(["Δ thickness (mm)", list.length - 1, 1.0]);
   }
   await nv.loadVolumes(list);
+  if (!v.image) message(viewerMsg, "This case folder holds no MR image (image.nii.gz); the segmentation is shown alone.");
   if (v.labels) {
     labelLayer = 1;
     nv.volumes[labelLayer].setColormapLabel(lut);
