@@ -35,7 +35,12 @@ def serve_cmd(
     exposed = host not in _LOOPBACK
     secret = new_token() if (exposed or token) else None
     application = create_app(out, token=secret, service=service, allowed_hosts=None if exposed else LOOPBACK_HOSTS)
-    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):  # all interfaces: print a name other machines can use
+        import socket
+
+        shown = socket.gethostname()
+    else:
+        shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
     typer.echo(f"koaimg QA: {len(service.cases)} case(s) in {out}; reviews in {service.store.path}")
     for reason in service.skipped:
