@@ -123,7 +123,11 @@ def build_dicom_sr(rows: Iterable[Mapping] | str | Path, source: str | Path | Se
                       algorithm_id=algorithm, finding_sites=[site], measurements=measurements or None,
                       qualitative_evaluations=evaluations or None)
         if structure in segments:
-            ref = hd.sr.ReferencedSegment.from_segmentation(seg_ds, segments[structure])
+            # the source series, not every source frame: TID 1411 allows either, and this keeps the SR small
+            ref = hd.sr.ReferencedSegment(
+                sop_class_uid=seg_ds.SOPClassUID, sop_instance_uid=seg_ds.SOPInstanceUID,
+                segment_number=segments[structure],
+                source_series=hd.sr.SourceSeriesForSegmentation(src.SeriesInstanceUID))
             measurement_groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 referenced_segment=ref, **common))
         else:
