@@ -4,8 +4,12 @@ Method (``"normal"``, the default): the bone surface and the outer surface of bo
 smooth fields (blurred indicators for binary labels, lightly blurred probabilities for partial-volume maps). Every
 bone voxel touching cartilage seeds one measurement: it is projected onto the bone surface (Newton steps), the outward
 bone normal is taken from a smoother bone field, and the ray along it is marched until it leaves bone + cartilage.
-The thickness is that distance in mm (anisotropic voxels handled through the affine). Bone surface voxels in holes of
-the cartilage plate (enclosed by covered bone) are denuded: thickness 0, counted in tAB (the ThCtAB convention).
+The thickness is that distance in mm (anisotropic voxels handled through the affine). A ray that leaves through a
+side wall of the plate (a plate edge or lesion wall, recognised by the outer surface's normal at the exit being more
+than 45 deg from the ray) fell short of the articular surface: its value is taken from the neighbouring top-surface
+exits at least as thick, and the point is flagged (a tapering margin is exited through its top and is left alone).
+Bone surface voxels in holes of the cartilage plate (enclosed by covered bone) are denuded: thickness 0, counted in
+tAB (the ThCtAB convention).
 
 Method ``"nearest"`` (independent cross-check): distance from each sub-voxel bone-surface point to the nearest
 point of the sub-voxel articular surface (a marching-cubes mesh of the outer cartilage boundary, bare bone excluded);
@@ -43,6 +47,11 @@ RANGE_SIGMA_MM = 0.3
 FLAG_CAPPED = 1
 FLAG_PROJECTION = 2
 FLAG_NO_SURFACE = 4
+#: the normal ray left the cartilage through a side wall (plate edge, lesion wall), not the articular surface: its
+#: value was replaced from neighbouring top-surface exits
+FLAG_WALL_EXIT = 8
+#: exits whose surface normal is more than this from the ray are side walls (cos 60 deg)
+WALL_COS = 0.7
 
 PLATE_STRUCTURES = {
     "femur": (Structure.FEMUR, Structure.FEMORAL_CARTILAGE),
@@ -200,16 +209,68 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     denuded = denuded | rim
     thickness[rim] = 0.0
     beyond = bare_ray & ~rim
+    cover_field = (np.asarray(p_cart, dtype=np.float32)[sl] if p_cart is not None else cart.astype(np.float32))
+    if method == "normal":
+        smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
+        wall = _wall_exits(smooth_union, out, thickness, jinv) & ~denuded & ~beyond
+        flags[wall] |= FLAG_WALL_EXIT
+        thickness = _fill_from_top_surface(points, thickness, wall, ~denuded & ~beyond & ~wall & np.isfinite(thickness))
     if p_cart is None and method == "normal":
         thickness = _smooth_along_plate(points, thickness, ~denuded & ~beyond & np.isfinite(thickness))
     keep = ~beyond
-    cover_field = (np.asarray(p_cart, dtype=np.float32)[sl] if p_cart is not None else cart.astype(np.float32))
     area = _point_areas(bone_field, cover_field, out[keep, :3], out[keep, 3:6], denuded[keep], spacing,
                         labels.affine)
     return ThicknessResult(plate=plate, structure=cart_label, method=method, ijk=ijk_full[keep].astype(np.int32),
                            points=points[keep], normals=out[keep, 3:6].copy(), thickness=thickness[keep],
                            denuded=denuded[keep], area=area, flags=flags[keep], affine=labels.affine.copy(),
                            shape=labels.spatial_shape, edge_distance=edge_distance[keep])
+
+
+def _wall_exits(field: np.ndarray, out: np.ndarray, thickness: np.ndarray, jinv: np.ndarray) -> np.ndarray:
+    """True where the ray's exit point lies on a side wall: the outer surface's normal there (gradient of a
+    one-voxel-blurred bone + cartilage field) is more than 60 deg from the ray. On a tapering plate margin the exit
+    is on the sloping top surface and passes; on a step (a voxelised wall) it does not."""
+    ok = np.isfinite(thickness) & (thickness > 0) & (out[:, 7] > 0)
+    result = np.zeros(len(thickness), bool)
+    if not ok.any():
+        return result
+    n_world = out[ok, 3:6]
+    exit_idx = out[ok, :3] + (thickness[ok, None] * n_world) @ jinv.T
+    grad_idx = np.empty_like(exit_idx)
+    for axis in range(3):
+        step = np.zeros(3)
+        step[axis] = 0.5
+        hi = ndimage.map_coordinates(field, (exit_idx + step).T, order=1, mode="nearest")
+        lo = ndimage.map_coordinates(field, (exit_idx - step).T, order=1, mode="nearest")
+        grad_idx[:, axis] = hi - lo
+    grad_world = grad_idx @ jinv  # df/dx = J^-T df/di, row-vector form
+    norm = np.linalg.norm(grad_world, axis=1)
+    cos = np.where(norm > 1e-9, -(grad_world * n_world).sum(axis=1) / np.maximum(norm, 1e-9), 1.0)
+    result[ok] = cos < WALL_COS
+    return result
+
+
+def _fill_from_top_surface(points: np.ndarray, thickness: np.ndarray, wall: np.ndarray, good: np.ndarray,
+                           radius_mm: float = 1.5) -> np.ndarray:
+    """Replace wall-exit values by the median of neighbouring top-surface exits (within ``radius_mm``) that are at
+    least as thick: a ray leaving through a wall can only have fallen short of the articular surface above it.
+    Points without such neighbours keep their (flagged) ray value."""
+    from scipy.spatial import cKDTree
+
+    targets = np.flatnonzero(wall)
+    sources = np.flatnonzero(good)
+    if targets.size == 0 or sources.size == 0:
+        return thickness
+    out = thickness.copy()
+    tree = cKDTree(points[sources])
+    for t, near in zip(targets, tree.query_ball_point(points[targets], radius_mm, workers=-1), strict=True):
+        if not near:
+            continue
+        values = thickness[sources[near]]
+        values = values[values >= thickness[t]]
+        if values.size >= 3:
+            out[t] = float(np.median(values))
+    return out
 
 
 def _smooth_along_plate(points: np.ndarray, thickness: np.ndarray, use: np.ndarray,

@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 from koaimg.core import KneeSide, LabelSchemaError, LabelVolume, LateralityError, Structure
 from koaimg.measure import cartilage_thickness, measure_knee
 from koaimg.measure._regions_we import FEMUR_SUBREGIONS, TIBIA_SUBREGIONS
+from koaimg.measure._thickness import FLAG_WALL_EXIT
 from koaimg.synth import Acquisition, Defect, KneeAnatomy, Pose, make_knee_phantom, surface_mesh
 from koaimg.synth._knee_phantom import world_from_knee
 from koaimg.synth._knee_sdf import foot_points
@@ -59,7 +60,7 @@ def test_pointwise_accuracy_on_dess_grid(phantom, anatomy, source, interior_mae)
     assert abs(err[interior].mean()) <= 0.01
     # next to a step in thickness (plate edge, lesion wall) a voxel grid cannot place the step: larger error, kept
     # visible here so a regression shows
-    assert np.abs(err[scored]).mean() <= 0.07
+    assert np.abs(err[scored]).mean() <= 0.05
 
 
 def test_denuded_bone_counts_as_zero(phantom, anatomy):
@@ -85,7 +86,7 @@ def test_regions_and_moaks_grades_match_truth(phantom):
             assert row["tAB"] == pytest.approx(t["tAB"], rel=0.25), row["region"]
             # regions come from landmarks (notch, groove, tibial margins) found on the labels, so a little of
             # this is boundary placement; the plate outline itself is sub-voxel (tAB within a few %)
-            assert row["ThCtAB.Me"] == pytest.approx(t["ThCtAB.Me"], abs=0.08), row["region"]
+            assert row["ThCtAB.Me"] == pytest.approx(t["ThCtAB.Me"], abs=0.05), row["region"]
             assert row["dAB%"] == pytest.approx(t["dAB%"], abs=2.0), row["region"]
             graded += 1
     assert graded == 14
@@ -158,7 +159,9 @@ def test_nearest_method_is_a_lower_bound_cross_check(phantom):
     assert len(pairs) > 0.9 * len(normal.ijk)
     # nearest-neighbour thickness is never longer than the normal ray, and near plate edges and lesion walls it
     # finds the side wall (the known low bias of the method); in the plate's interior the two agree
-    interior = normal.edge_distance[pairs[:, 0]] >= 4.0
+    # away from plate edges, and not where the normal ray left through a lesion wall (its value then comes from
+    # the top surface beside it, while the nearest point is on the wall)
+    interior = (normal.edge_distance[pairs[:, 0]] >= 4.0) & ((normal.flags[pairs[:, 0]] & FLAG_WALL_EXIT) == 0)
     a, b = normal.thickness[pairs[:, 0]], nearest.thickness[pairs[:, 1]]
     assert np.median(b - a) <= 0.02
     # both surfaces are sub-voxel, so away from walls the independent method agrees to a few hundredths of a mm
