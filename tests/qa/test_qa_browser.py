@@ -214,3 +214,25 @@ def test_token_login_sets_a_cookie(browser, qa_out: Path) -> None:
         assert "token" not in pg.url
         assert pg.locator("#worklist tbody tr").count() == 4
         context.close()
+
+
+def test_second_reviewer_in_another_browser_gets_a_conflict(browser, page, site: str, qa_out: Path,
+                                                            tmp_path: Path) -> None:
+    open_case(page, site, BASELINE)
+    other = browser.new_context().new_page()
+    open_case(other, site, BASELINE)
+    other.click("#flag")
+    other.wait_for_selector("#status .badge.flagged")
+    page.click("#approve")  # based on the version this page loaded: stale now
+    page.wait_for_function("document.getElementById('msg').textContent.includes('Another reviewer')")
+    assert page.locator("#msg button", has_text="Reload").count() == 1
+    ref = labels_of(qa_out)
+    upload = tmp_path / "c.nii.gz"
+    upload.write_bytes(nifti_bytes(np.asarray(ref.dataobj), ref.affine))
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload-submit")
+    page.wait_for_selector("#viewer-msg a[download]")  # the correction is offered back, not lost
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#status .badge.flagged").count() == 1
+    other.context.close()

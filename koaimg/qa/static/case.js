@@ -135,6 +135,11 @@ async function sendCorrection(bytes, source) {
     window.location.replace(window.location.pathname);  // show the new version
   } catch (error) {
     conflict(error, viewerMsg);
+    if (error.status === 409 || error.status >= 500) {  // never lose a reviewer's drawing: offer it as a file
+      const link = el("a", { href: URL.createObjectURL(new Blob([bytes])), download: `${caseId}_correction.nii` },
+        "download your correction");
+      viewerMsg.append(" ", link);
+    }
   }
 }
 
