@@ -94,8 +94,12 @@ def scan_figures(scan_dir: Path, *, image: Volume | None = None) -> dict[str, tu
     labels = _labels(scan_dir)
     img = _image(scan_dir, image)
     if labels is not None:
-        note = "MR image with cartilage filled and bone outlines" if img is not None and \
-            tuple(img.shape[:3]) == tuple(labels.shape) else "label map (no image supplied)"
+        if img is None:
+            note = "label map (no image supplied)"
+        elif tuple(img.shape[:3]) != tuple(labels.shape):
+            note = "label map alone (the image is on another voxel grid)"
+        else:
+            note = "MR image with cartilage filled and bone outlines"
         out["overlay"] = (overlay_figure(labels, img), f"Segmentation overlay: {note}; sagittal slice through the "
                                                        "femoral condyle with the most cartilage, coronal slice "
                                                        "through the weight-bearing zone.")
