@@ -67,13 +67,14 @@ class _Http(Exception):
 
 def create_app(out: str | Path, *, token: str | None = None, reviewer: str | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
-               service: ReviewService | None = None) -> FastAPI:
+               reports: bool = True, service: ReviewService | None = None) -> FastAPI:
     """Build the review app over batch output folder ``out``.
 
     ``token``: required on every request when given (use one whenever the server listens beyond loopback).
     ``allowed_hosts``: Host header names accepted (loopback by default; ``None`` accepts any, for token mode).
+    ``reports``: write report.html for corrected versions and recomputed pairs.
     """
-    svc = service or ReviewService(out, reviewer=reviewer, max_upload_bytes=max_upload_bytes)
+    svc = service or ReviewService(out, reviewer=reviewer, max_upload_bytes=max_upload_bytes, reports=reports)
     app = FastAPI(title="koaimg QA review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = svc
     app.add_middleware(GuardMiddleware, token=token, allowed_hosts=allowed_hosts,

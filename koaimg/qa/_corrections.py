@@ -102,7 +102,8 @@ def _side(case: Case) -> str | None:
 
 
 def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base_version: int, last_version: int,
-                     reviewer: str, source: str, upload_sha256: str, comment: str = "") -> tuple[int, dict]:
+                     reviewer: str, source: str, upload_sha256: str, comment: str = "",
+                     report: bool = True) -> tuple[int, dict]:
     """Write ``labels`` as the next version of ``case``, measure it there, return (version, details).
 
     The folder is built under a temporary name and renamed into place, so it is either complete or absent.
@@ -123,12 +124,27 @@ def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base
                    "upload_sha256": upload_sha256, "comment": comment, "side": measurement.side.value,
                    "labels": label_changes(before, labels),
                    "femoral_ThCtAB.Me": _plate_mean(measurement, "femur")}
+        if report:
+            details["report"] = _scan_report(case, tmp)
         (tmp / "correction.json").write_text(json.dumps(details, indent=2))
         os.replace(tmp, root / f"v{version}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return version, details
+
+
+def _scan_report(case: Case, folder: Path) -> str:
+    """The HTML report of a corrected version, best effort: a report failure never loses a correction."""
+    try:
+        from ..export import write_scan_report
+        from ..io import read_image
+
+        image = read_image(case.files["image"]) if "image" in case.files else None
+        write_scan_report(folder, image=image)
+    except Exception as exc:  # recorded in correction.json and the audit trail
+        return f"not written: {type(exc).__name__}: {str(exc)[:160]}"
+    return "report.html"
 
 
 def _plate_mean(measurement, plate: str) -> float | None:

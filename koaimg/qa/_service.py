@@ -56,7 +56,7 @@ class ReviewService:
     """Cases of one output folder plus their review store."""
 
     def __init__(self, out: str | Path, *, reviewer: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-                 rescan_seconds: float = 5.0) -> None:
+                 rescan_seconds: float = 5.0, reports: bool = True) -> None:
         self.out = Path(out).resolve()
         if not self.out.is_dir():
             raise NotFoundError("output folder does not exist", path=self.out, hint="pass a batch output folder")
@@ -64,6 +64,8 @@ class ReviewService:
         self.max_upload_bytes = int(max_upload_bytes)
         self.store = ReviewStore(self.out / "qa" / "review.sqlite")
         self.rescan_seconds = rescan_seconds
+        #: write report.html for corrected versions and recomputed pairs (about 2 s each)
+        self.reports = reports
         self._cases: dict[str, Case] = {}
         self.skipped: list[str] = []
         self._scanned_at = -1e9
@@ -275,7 +277,7 @@ class ReviewService:
             version, details = store_correction(case, labels, affine, base_version=base,
                                                 last_version=state.label_version,
                                                 reviewer=who, source=source, upload_sha256=sha256_hex(data),
-                                                comment=note)
+                                                comment=note, report=self.reports)
             try:
                 new_state = self.store.record_correction(case.case_id, expected_version=expected_version,
                                                          label_version=version, reviewer=who, comment=note,
@@ -325,6 +327,8 @@ class ReviewService:
         try:
             run_change(self._latest_folder(bl), self._latest_folder(fu), tmp, subject=pair.subject,
                        baseline_visit=pair.baseline, followup_visit=pair.followup)
+            if self.reports:
+                details["report"] = _pair_report(tmp)
             tmp.rename(root / f"v{version}")
         except Exception as exc:  # a failed recompute is recorded, never hidden, and never breaks the correction
             shutil.rmtree(tmp, ignore_errors=True)
@@ -340,3 +344,14 @@ class ReviewService:
     def audit_csv(self) -> str:
         """The audit trail as CSV text."""
         return audit_csv_text(self.store)
+
+
+def _pair_report(folder: Path) -> str:
+    """The pair report of a recomputed change, best effort (recorded, never fatal)."""
+    try:
+        from ..export import write_pair_report
+
+        write_pair_report(folder)
+    except Exception as exc:
+        return f"not written: {type(exc).__name__}: {str(exc)[:160]}"
+    return "report.html"

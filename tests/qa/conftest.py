@@ -30,11 +30,11 @@ def qa_out(qa_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(qa_out: Path):
-    """FastAPI test client on loopback, no token, default reviewer 'dr.a'."""
+    """FastAPI test client on loopback, no token, default reviewer 'dr.a', no HTML reports (2 s each)."""
     from fastapi.testclient import TestClient
 
     from koaimg.qa import create_app
 
-    app = create_app(qa_out, reviewer="dr.a", max_upload_bytes=8 * 1024 * 1024)
+    app = create_app(qa_out, reviewer="dr.a", max_upload_bytes=8 * 1024 * 1024, reports=False)
     with TestClient(app, base_url="http://127.0.0.1:8765") as c:
         yield c

@@ -196,6 +196,9 @@ def test_batch_layout_pairs_per_modality_and_manifest_flags(qa_out: Path) -> Non
     result = svc.correct(BASELINE, nifti_bytes(np.asarray(ref.dataobj), ref.affine), expected_version=0)
     assert [p["pair"] for p in result["pairs"]] == [pair_id] and result["pairs"][0]["recomputed"]
     assert (pair_dir / "MR" / "corrected" / "v1" / "change.csv").is_file()
+    assert result["correction"]["report"] == "report.html" and result["pairs"][0]["report"] == "report.html"
+    assert (qa_out / SUBJECT / "baseline" / "MR" / "corrected" / "v1" / "report.html").is_file()
+    assert (pair_dir / "MR" / "corrected" / "v1" / "report.html").is_file()
     assert pair_id in discover_cases(qa_out)[0]  # the corrected/ folder is not mistaken for a modality
 
 
