@@ -3,6 +3,7 @@
     python pipelines/bench_batch.py                      # makes a small trial export (reduced-size MR) and times it
     python pipelines/bench_batch.py --make-trial DIR --n-per-arm 7 --scale 3   # only write a trial export (with
                                                          # true label maps, as `koaimg batch --labels-dir` reads them)
+    python pipelines/bench_batch.py --compare OUT --export DIR   # OUT/cohort/cohort.csv vs DIR/ground_truth
 
 Writes pipelines/out/bench_batch.json and prints a table. The "CPU stages" speed-up compares the wall time of the
 per-scan stages (everything before the pair/cohort stages) with 2 workers against 1 worker, both on the same export.
@@ -92,6 +93,47 @@ def _time_run(export: Path, out: Path, workers: int) -> dict:
             "exit_code": summary.exit_code}
 
 
+ENDPOINTS = {("MR", "femoral_cartilage", "all", "ThCtAB.Me"): "MR femoral ThCtAB.Me (whole plate)",
+             ("US", "ultrasound_femoral_cartilage", "mean", "thickness"): "US femoral thickness (mean of LC/IN/MC)"}
+
+
+def _read(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def compare_with_truth(out: Path, export: Path) -> dict:
+    """Per arm: mean true Δ (the realised per-subject truth) vs mean measured Δ from OUT/cohort/cohort.csv."""
+    truth = _read(export / "ground_truth" / "truth.csv")
+    allocation = {r["subject"]: r["arm"] for r in _read(export / "allocation.csv")}
+    true_delta: dict[tuple, dict[str, float]] = {k: {} for k in ENDPOINTS}
+    us_sites: dict[str, list[float]] = {}
+    for r in truth:
+        key = (r["modality"], r["structure"], r["region"], r["metric"])
+        if key in true_delta:
+            true_delta[key][r["subject"]] = float(r["delta"])
+        if r["modality"] == "US" and r["region"] in ("LC", "IN", "MC"):
+            us_sites.setdefault(r["subject"], []).append(float(r["delta"]))
+    us_key = ("US", "ultrasound_femoral_cartilage", "mean", "thickness")
+    true_delta[us_key] = {s: sum(v) / len(v) for s, v in us_sites.items()}
+    cohort = _read(out / "cohort" / "cohort.csv")
+    result = {}
+    for key, label in ENDPOINTS.items():
+        arms = {}
+        for arm in sorted(set(allocation.values())):
+            subjects = [s for s, a in allocation.items() if a == arm and s in true_delta[key]]
+            t = sum(true_delta[key][s] for s in subjects) / max(1, len(subjects))
+            row = next((r for r in cohort if (r["modality"], r["structure"], r["region"], r["metric"]) == key
+                        and r["arm"] == arm), None)
+            measured = float(row["delta_mean"]) if row and row["delta_mean"] not in ("", None) else None
+            arms[arm] = {"n": len(subjects), "n_analysed": int(row["n_analysed"]) if row else 0,
+                         "true_delta_mean": round(t, 4),
+                         "measured_delta_mean": None if measured is None else round(measured, 4),
+                         "error": None if measured is None else round(measured - t, 4)}
+        result[label] = arms
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-trial", type=Path, help="only write a trial export here and stop")
@@ -101,7 +143,20 @@ def main() -> None:
     parser.add_argument("--gen-workers", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=Path("pipelines/out/bench_batch"))
+    parser.add_argument("--compare", type=Path, help="a batch OUT to compare with --export's ground truth")
     args = parser.parse_args()
+    if args.compare:
+        result = compare_with_truth(args.compare, args.export)
+        print(f"{'endpoint':<44} {'arm':<20} {'n':>3} {'true Δ':>8} {'measured Δ':>10} {'error':>7}")
+        for label, arms in result.items():
+            for arm, r in arms.items():
+                measured = "-" if r["measured_delta_mean"] is None else f"{r['measured_delta_mean']:+.3f}"
+                error = "-" if r["error"] is None else f"{r['error']:+.3f}"
+                print(f"{label:<44} {arm:<20} {r['n_analysed']:>3} {r['true_delta_mean']:>+8.3f} {measured:>10} "
+                      f"{error:>7}")
+        Path("pipelines/out").mkdir(parents=True, exist_ok=True)
+        Path("pipelines/out/bench_batch_truth.json").write_text(json.dumps(result, indent=2))
+        return
     if args.make_trial:
         t0 = time.perf_counter()
         make_trial(args.make_trial, n_per_arm=args.n_per_arm, scale=args.scale, workers=args.gen_workers)

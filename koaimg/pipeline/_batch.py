@@ -431,12 +431,41 @@ def _check_out(out: Path) -> None:
                             hint="choose a writable OUT or fix its permissions") from None
 
 
+class _OutLock:
+    """One run per OUT at a time: a second run would tidy away the first one's staging folders."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".koaimg.lock"
+        self.fh = None
+
+    def __enter__(self) -> _OutLock:
+        import fcntl
+
+        self.fh = self.path.open("a")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise ManifestError("another koaimg run is writing to this output folder", path=self.path.parent,
+                                hint="wait for it to finish (or stop it) and run again with --resume") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing releases the lock; the file stays (removing it would race a waiting run)
+
+
 def run_plan(plan: StudyPlan, out: str | Path, options: RunOptions | None = None,
              reporter: _Reporter | None = None) -> RunSummary:
     """Run (or resume) every stage of ``plan`` into ``out`` and return the summary."""
     out = Path(out)
     options = options or RunOptions()
     _check_out(out)
+    with _OutLock(out):
+        return _run_locked(plan, out, options, reporter)
+
+
+def _run_locked(plan: StudyPlan, out: Path, options: RunOptions, reporter: _Reporter | None) -> RunSummary:
     recovered = recover(out)
     rep = reporter or _Reporter()
     for line in recovered:

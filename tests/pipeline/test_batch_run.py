@@ -250,3 +250,12 @@ def test_ultrasound_scans_are_measured_and_paired(trial, tmp_path):
     measured = next(float(r["delta"]) for r in rows if r["modality"] == "US" and r["region"] == "mean"
                     and r["metric"] == "thickness")
     assert abs(measured - true_mean) < 0.15
+
+
+def test_one_run_per_output_folder(mr_trial, tmp_path):
+    from koaimg.pipeline._batch import _OutLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with _OutLock(out), pytest.raises(ManifestError, match="another koaimg run"):
+        run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False))
