@@ -65,7 +65,7 @@ def one_subject(plan, root: Path, scale: float, with_us: bool) -> tuple[dict, li
         for visit in VISITS:
             measure_us(root / "trial" / plan.subject / visit / "US", results / visit / "US", subject=plan.subject,
                        visit=visit)
-        run_change(results / VISITS[0] / "US", results / VISITS[1] / "US", results / "change_us",
+        run_change(results / VISITS[0] / "US", results / VISITS[1] / "US", results / f"change_{VISITS[0]}_{VISITS[1]}",
                    subject=plan.subject, baseline_visit=VISITS[0], followup_visit=VISITS[1])
         times["us"] = time.perf_counter() - t0
     return times, truth

@@ -45,7 +45,8 @@ def change_cmd(
             sdd = f" (SDD {float(r['sdd']):.2f})" if r["sdd"] else ""
             console.print(f"{r['structure']:<32} {r['metric']:<10} {r['baseline']:>8} -> {r['followup']:>8}  "
                           f"Δ {r['delta']:>9} {r['unit']}{sdd}")
-    info = json.loads((out / "change.json").read_text())
+    modality = rows[-1]["modality"] if rows else "MR"
+    info = json.loads((out / "change.json").read_text())[modality]
     for text in info["pair_check"]["mismatches"]:
         console.print(f"FLAGGED: {text}")
     for text in info.get("notes", []):

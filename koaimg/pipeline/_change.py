@@ -4,7 +4,9 @@ Inputs are per-scan output folders as ``write_measurement`` / ``measure_ultrasou
 ``measures.csv`` and ``points.csv`` (one row per bone-interface point); ``labels.nii.gz`` (or a label map passed
 explicitly) lets registration use the whole femoral bone surface, otherwise the femoral interface points are used
 and the outputs say so. Outputs: ``change.csv``, ``delta_thickness.nii.gz`` (Δ mm on the baseline interface voxels,
-0 elsewhere), ``femoral_delta_map.png`` (unrolled, diverging colours), ``transitions.json`` and ``change.json``.
+0 elsewhere), ``femoral_delta_map.png`` (unrolled, diverging colours), ``transitions.json`` and ``change.json``
+(provenance keyed by modality). MR and ultrasound comparisons of the same visits share the pair folder: each run
+replaces only its own modality's rows of ``change.csv``.
 """
 
 from __future__ import annotations
@@ -228,6 +230,12 @@ def run_change(baseline: Path, followup: Path, out_dir: Path, *, subject: str = 
     provenance.update({"subject": subject, "pair_check": {"mismatches": check.mismatches,
                                                           "unchecked": check.unchecked,
                                                           "policy": on_mismatch}, "notes": notes})
-    write_rows_csv(rows, out_dir / "change.csv", columns=CHANGE_COLUMNS)
-    write_json(provenance, out_dir / "change.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # one folder per pair: an MR and an ultrasound comparison of the same visits share change.csv and change.json
+    kept = [r for r in _read_csv(out_dir / "change.csv") if r.get("modality") != modality] \
+        if (out_dir / "change.csv").is_file() else []
+    write_rows_csv(kept + rows, out_dir / "change.csv", columns=CHANGE_COLUMNS)
+    previous = _json(out_dir / "change.json")
+    write_json({k: v for k, v in previous.items() if k in ("MR", "US") and k != modality} | {modality: provenance},
+               out_dir / "change.json")
     return out_dir

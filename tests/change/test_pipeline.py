@@ -49,7 +49,7 @@ def test_run_change_writes_the_pair_outputs(scan_folders, thickening_pair):
                  and r["region"] == "all" and r["metric"] == "ThCtAB.Me")
     truth = thickening_pair.truth()[("femoral_cartilage", "all")]
     assert float(femur["delta"]) == pytest.approx(truth, abs=0.03)
-    info = json.loads((out / "change.json").read_text())
+    info = json.loads((out / "change.json").read_text())["MR"]
     assert info["registration"]["rms_residual_mm"] < 0.3 and "label maps" in info["registration"]["method"]
     assert info["pair_check"]["mismatches"] == []
     delta = read_image(out / "delta_thickness.nii.gz")
@@ -64,7 +64,7 @@ def test_without_label_maps_registration_uses_interface_points(scan_folders, tmp
         shutil.copytree(scan_folders / "S1" / visit, tmp_path / visit)
         (tmp_path / visit / "MR" / "labels.nii.gz").unlink()
     out = run_change(tmp_path / "baseline/MR", tmp_path / "month6/MR", tmp_path / "change")
-    info = json.loads((out / "change.json").read_text())
+    info = json.loads((out / "change.json").read_text())["MR"]
     assert "interface" in info["registration"]["method"]
     assert any("labels.nii.gz" in n for n in info["notes"])
 
@@ -129,3 +129,16 @@ def test_ultrasound_pairs_and_cohort(tmp_path):
     assert float(contrast["p_ancova"]) < 1e-4
     page = (out / "cohort.html").read_text()
     assert "<table>" in page and "http" not in page and "K99" in page  # the missing subject is reported
+
+
+def test_mr_and_ultrasound_share_the_pair_folder(scan_folders, tmp_path):
+    out = tmp_path / "S1" / "change_baseline_month6"
+    run_change(scan_folders / "S1/baseline/MR", scan_folders / "S1/month6/MR", out)
+    _us_folder(tmp_path / "S1/baseline/US", "S1", "baseline", {"LC": 2.0, "IN": 2.5, "MC": 1.9})
+    _us_folder(tmp_path / "S1/month6/US", "S1", "month6", {"LC": 2.2, "IN": 2.5, "MC": 1.9})
+    run_change(tmp_path / "S1/baseline/US", tmp_path / "S1/month6/US", out)
+    run_change(tmp_path / "S1/baseline/US", tmp_path / "S1/month6/US", out)  # re-running replaces, not appends
+    rows = _read(out / "change.csv")
+    assert {r["modality"] for r in rows} == {"MR", "US"}
+    assert sum(r["modality"] == "US" for r in rows) == 4
+    assert set(json.loads((out / "change.json").read_text())) == {"MR", "US"}
