@@ -30,7 +30,7 @@ from koaimg.pipeline._measure import measure_file
 from koaimg.synth import DEFAULT_ARMS, make_subject, plan_cohort
 from koaimg.synth._cohort import VISITS
 
-ENDPOINTS = (("femoral_cartilage", "all"), ("tibial_cartilage", "all"))
+ENDPOINTS = (("femoral_cartilage", "all"), ("tibial_cartilage", "all"), ("ultrasound_femoral_cartilage", "mean"))
 
 
 def _us_measurer():
@@ -63,8 +63,8 @@ def one_subject(plan, root: Path, scale: float, with_us: bool) -> tuple[dict, li
     if measure_us is not None:
         t0 = time.perf_counter()
         for visit in VISITS:
-            measure_us(root / "trial" / plan.subject / visit / "US", results / visit / "US", subject=plan.subject,
-                       visit=visit)
+            scan = sorted((root / "trial" / plan.subject / visit / "US").glob("*.dcm"))[0]
+            measure_us(scan, results / visit / "US", subject=plan.subject, visit=visit)
         run_change(results / VISITS[0] / "US", results / VISITS[1] / "US", results / f"change_{VISITS[0]}_{VISITS[1]}",
                    subject=plan.subject, baseline_visit=VISITS[0], followup_visit=VISITS[1])
         times["us"] = time.perf_counter() - t0
@@ -78,24 +78,35 @@ def _read(path: Path) -> list[dict]:
 
 def check_against_truth(root: Path, arms: list[str]) -> list[dict]:
     """Per arm and endpoint: mean measured Δ vs mean true Δ (the realised per-subject truth)."""
+    rows = _read(root / "trial" / "ground_truth" / "truth.csv")
     truth = {(r["subject"], r["structure"], r["region"]): float(r["delta"])
-             for r in _read(root / "trial" / "ground_truth" / "truth.csv")
-             if r["modality"] == "MR" and r["metric"] == "ThCtAB.Me"}
+             for r in rows if r["modality"] == "MR" and r["metric"] == "ThCtAB.Me"}
+    sites: dict[str, list[float]] = {}
+    for r in rows:
+        if r["modality"] == "US" and r["metric"] == "thickness":
+            sites.setdefault(r["subject"], []).append(float(r["delta"]))
+    for subject, values in sites.items():
+        truth[(subject, "ultrasound_femoral_cartilage", "mean")] = float(np.mean(values))
     arm_of = {r["subject"]: r["arm"] for r in _read(root / "trial" / "allocation.csv")}
     measured = {}
     for path in sorted((root / "results").glob("*/change_baseline_month6/change.csv")):
         for r in _read(path):
-            if r["scheme"] == "moaks" and r["metric"] == "ThCtAB.Me" and r["delta"]:
+            wanted = (r["scheme"] == "moaks" and r["metric"] == "ThCtAB.Me") or (
+                r["modality"] == "US" and r["region"] == "mean" and r["metric"] == "thickness")
+            if wanted and r["delta"]:
                 measured[(r["subject"], r["structure"], r["region"])] = float(r["delta"])
     out = []
     for structure, region in ENDPOINTS:
         for arm in arms:
             keys = [k for k in measured if k[1:] == (structure, region) and arm_of.get(k[0]) == arm and k in truth]
+            if not keys:
+                continue
             m = np.array([measured[k] for k in keys])
             t = np.array([truth[k] for k in keys])
             out.append({"structure": structure, "region": region, "arm": arm, "n": len(keys),
                         "measured_mean_delta": float(m.mean()), "true_mean_delta": float(t.mean()),
-                        "difference": float(m.mean() - t.mean()), "per_knee_error_sd": float((m - t).std(ddof=1))})
+                        "difference": float(m.mean() - t.mean()),
+                        "per_knee_error_sd": float((m - t).std(ddof=1)) if len(keys) > 1 else float("nan")})
     return out
 
 
@@ -148,29 +159,37 @@ def main() -> None:
         print(f"  {k:<18} {v:8.1f}   per subject {v / len(plans):6.2f}")
     analysis = stages["measure_mr"] + stages["change_mr"] + stages["us"] + cohort_s
     print(f"  analysis only (measure + change + cohort): {analysis:.1f} s; whole run incl. generation {total:.1f} s")
-    print("\nper-arm mean ΔThCtAB.Me (mm), measured from label maps vs the realised truth:")
+    print("\nper-arm mean Δ (mm; MR ThCtAB.Me from label maps, US site mean) vs the realised truth:")
     for c in checks:
         ok = "ok" if abs(c["difference"]) <= 0.03 else "OUT OF ±0.03"
         print(f"  {c['structure']:<18} {c['arm']:<18} n={c['n']:<3} measured {c['measured_mean_delta']:+.4f} "
               f"truth {c['true_mean_delta']:+.4f} diff {c['difference']:+.4f} ({ok}); per-knee error SD "
               f"{c['per_knee_error_sd']:.4f}")
-    femur = {c["arm"]: c["measured_mean_delta"] for c in checks if c["structure"] == "femoral_cartilage"}
-    ordered = femur[arm_names[0]] > femur[arm_names[1]] > femur[arm_names[2]]
-    print(f"ordering {' > '.join(arm_names)} (femoral): {'yes' if ordered else 'NO'}")
-    key = next(r for r in contrasts if r["structure"] == "femoral_cartilage" and r["scheme"] == "moaks"
-               and r["region"] == "all" and r["metric"] == "ThCtAB.Me" and {r["arm_a"], r["arm_b"]}
-               == {arm_names[0], arm_names[2]})
-    sign = 1.0 if key["arm_a"] == arm_names[0] else -1.0
-    print(f"{arm_names[0]} vs {arm_names[2]} (femoral ThCtAB.Me): ANCOVA difference "
-          f"{sign * float(key['ancova_diff_a_minus_b']):+.4f} mm "
-          f"(95 % CI {sorted([sign * float(key['ancova_ci95_low']), sign * float(key['ancova_ci95_high'])])}), "
-          f"p = {float(key['p_ancova']):.2e}; Welch p = {float(key['p_welch']):.2e}; "
-          f"Mann-Whitney p = {float(key['p_mannwhitney']):.2e}")
+    ordering, versus = {}, {}
+    for structure, scheme, metric in (("femoral_cartilage", "moaks", "ThCtAB.Me"), ("tibial_cartilage", "moaks",
+                                      "ThCtAB.Me"), ("ultrasound_femoral_cartilage", "", "thickness")):
+        means = {c["arm"]: c["measured_mean_delta"] for c in checks if c["structure"] == structure}
+        if len(means) < 3:
+            continue
+        ordering[structure] = means[arm_names[0]] > means[arm_names[1]] > means[arm_names[2]]
+        region = "mean" if structure.startswith("ultrasound") else "all"
+        key = next((r for r in contrasts if r["structure"] == structure and r["scheme"] == scheme
+                    and r["region"] == region and r["metric"] == metric
+                    and {r["arm_a"], r["arm_b"]} == {arm_names[0], arm_names[2]}), None)
+        print(f"{structure}: ordering {' > '.join(arm_names)}: {'yes' if ordering[structure] else 'NO'}")
+        if key is None or not key["ancova_diff_a_minus_b"]:
+            continue
+        sign = 1.0 if key["arm_a"] == arm_names[0] else -1.0
+        ci = sorted([sign * float(key["ancova_ci95_low"]), sign * float(key["ancova_ci95_high"])])
+        versus[structure] = {k: key[k] for k in ("arm_a", "arm_b", "ancova_diff_a_minus_b", "ancova_ci95_low",
+                                                 "ancova_ci95_high", "p_ancova", "p_welch", "p_mannwhitney")}
+        print(f"  {arm_names[0]} vs {arm_names[2]}: ANCOVA difference {sign * float(key['ancova_diff_a_minus_b']):+.4f}"
+              f" mm (95 % CI {ci[0]:+.4f} to {ci[1]:+.4f}), p = {float(key['p_ancova']):.2e}; Welch p = "
+              f"{float(key['p_welch']):.2e}; Mann-Whitney p = {float(key['p_mannwhitney']):.2e}")
     (root / "bench_cohort.json").write_text(json.dumps({
         "python": platform.python_version(), "subjects": len(plans), "scale": args.scale, "workers": args.workers,
-        "us": us_note, "stage_seconds": stages, "total_seconds": total, "checks": checks, "ordering_ok": ordered,
-        "two_dose_vs_ha": {k: key[k] for k in ("arm_a", "arm_b", "ancova_diff_a_minus_b", "ancova_ci95_low",
-                                               "ancova_ci95_high", "p_ancova", "p_welch", "p_mannwhitney")}},
+        "us": us_note, "stage_seconds": stages, "total_seconds": total, "checks": checks, "ordering": ordering,
+        "first_vs_last_arm": versus},
         indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)))
     print(f"\ntables: {root / 'results' / 'cohort'} (cohort.csv, contrasts.csv, cohort.html); "
           f"{root / 'bench_cohort.json'}")

@@ -202,6 +202,9 @@ def _derived_rows(table: list[dict], baseline: KneeVisit, followup: KneeVisit, p
     schemes = sorted({r["scheme"] for r in table if r["metric"] == REGISTERED_METRIC})
     for scheme in schemes:
         sub = [r for r in table if r["metric"] == REGISTERED_METRIC and r["scheme"] == scheme and r["region"] != "all"]
+        # subregions only: aggregates (Wirth-Eckstein "cMF" of "cMF.e/.c/.i") would be counted twice
+        names = {r["region"] for r in sub}
+        sub = [r for r in sub if not any(n.startswith(r["region"] + ".") for n in names)]
         deltas = {r["region"]: r["delta"] for r in sub if r["delta"] is not None}
         for structure in [*sorted({r["structure"] for r in sub}), "knee"]:
             rows = [r for r in sub if structure in ("knee", r["structure"])]
