@@ -128,9 +128,17 @@ def femoral_frame(points_ras: np.ndarray, normals_ras: np.ndarray, side: KneeSid
 def _groove(p: np.ndarray, bin_mm: float = 1.0) -> float:
     """Lateral position of the deepest point of the trochlear groove.
 
-    Per 1 mm lateral bin, the most anterior extent of the trochlear bone surface (90th percentile of y); the groove
-    is the lowest bin between the two highest ridges (the medial and lateral facets) on either side of the middle.
+    Per 1 mm lateral bin, the most anterior extent of the trochlear bone surface (90th percentile of y, within the
+    middle half of the trochlea's height); the groove
+    lies between the two highest ridges (the medial and lateral facets) on either side of the middle, at the
+    depth-weighted centroid of the depression below the line joining them.
     """
+    # one height band of the trochlea: the facets' anterior extent changes with height, and mixing heights in a
+    # bin blurs a shallow groove
+    z = p[:, 2]
+    band = (z >= np.percentile(z, 25)) & (z <= np.percentile(z, 75))
+    if band.sum() >= 50:
+        p = p[band]
     x = p[:, 0]
     edges = np.arange(np.percentile(x, 2), np.percentile(x, 98) + bin_mm, bin_mm)
     if edges.size < 6:
@@ -148,7 +156,15 @@ def _groove(p: np.ndarray, bin_mm: float = 1.0) -> float:
     ridge_r = right[np.argmax(heights[right])]
     between = np.arange(ridge_l, ridge_r + 1)
     between = between[np.isfinite(heights[between])]
-    return float(centres[between[np.argmin(heights[between])]])
+    if between.size < 3:
+        return float(centres[between[np.argmin(heights[between])]])
+    # a shallow groove has a flat, noisy bottom: take the centroid of the depth below the line joining the ridges
+    # rather than the single lowest bin
+    line = np.interp(centres[between], centres[[ridge_l, ridge_r]], heights[[ridge_l, ridge_r]])
+    depth = np.clip(line - heights[between], 0.0, None) ** 2
+    if depth.sum() <= 0:
+        return float(centres[between].mean())
+    return float((centres[between] * depth).sum() / depth.sum())
 
 
 def femur_regions(frame: KneeFrame, points_ras: np.ndarray) -> np.ndarray:
