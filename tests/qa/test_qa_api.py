@@ -42,6 +42,9 @@ def test_pages_and_static_assets_are_served_locally(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
     for page_html in (index.text, page.text):  # offline hospitals: nothing from another origin
         assert "http://" not in page_html and "https://" not in page_html
+    assert "default-src 'self'" in index.headers["content-security-policy"]
+    assert index.headers["x-frame-options"] == "DENY" and index.headers["referrer-policy"] == "no-referrer"
+    assert client.get("/api/cases", headers={"host": "evil.example"}).headers["x-content-type-options"] == "nosniff"
 
 
 def test_worklist_lists_scans_and_pairs_with_filters_and_search(client: TestClient) -> None:

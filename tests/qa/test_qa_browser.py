@@ -30,6 +30,13 @@ def chromium_path() -> str | None:
     return os.environ.get("KOAIMG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def expect(locator):
+    """Playwright's auto-waiting assertions (its string predicates would need 'unsafe-eval', which the CSP forbids)."""
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api",
@@ -83,6 +90,7 @@ def page(browser, site: str):
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     pg.errors = errors
     yield pg
     context.close()
@@ -113,10 +121,10 @@ def test_worklist_opens_and_keyboard_triage(page, site: str) -> None:
     page.keyboard.press("f")
     page.wait_for_selector(f"tr[data-id='{PAIR}'][data-status='flagged']")
     page.select_option("#f-status", "approved")
-    page.wait_for_function("document.querySelectorAll('#worklist tbody tr').length === 1")
+    expect(page.locator("#worklist tbody tr")).to_have_count(1)
     page.select_option("#f-status", "")
     page.fill("#f-q", "koa-002")
-    page.wait_for_function("document.querySelectorAll('#worklist tbody tr').length === 1")
+    expect(page.locator("#worklist tbody tr")).to_have_count(1)
     page.keyboard.press("Escape")
     page.keyboard.press("Enter")
     page.wait_for_url("**/cases/KOA-002~baseline~US")
@@ -137,7 +145,7 @@ def test_case_view_renders_viewer_and_approves(page, site: str) -> None:
     page.wait_for_selector("#status .badge.approved")
     assert "approved by dr.browser" in page.inner_text("#msg")
     page.select_option("#moaks tr[data-region='FMC'] select[data-grade='moaks_any_loss_grade']", "2")
-    page.wait_for_function("document.getElementById('msg').textContent.includes('grade saved')")
+    expect(page.locator("#msg")).to_contain_text("grade saved")
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#history tr").count() == 2
@@ -224,7 +232,7 @@ def test_second_reviewer_in_another_browser_gets_a_conflict(browser, page, site:
     other.click("#flag")
     other.wait_for_selector("#status .badge.flagged")
     page.click("#approve")  # based on the version this page loaded: stale now
-    page.wait_for_function("document.getElementById('msg').textContent.includes('Another reviewer')")
+    expect(page.locator("#msg")).to_contain_text("Another reviewer")
     assert page.locator("#msg button", has_text="Reload").count() == 1
     ref = labels_of(qa_out)
     upload = tmp_path / "c.nii.gz"
