@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import platform
 import shutil
 import time
@@ -85,11 +86,16 @@ def _time_run(export: Path, out: Path, workers: int) -> dict:
     first = min(r.started for r in summary.records if r.started)
     scan_wall = max(r.finished for r in scan_records) - first
     per_stage = summary.stage_seconds()
+    cpu: dict[str, float] = {}
+    for r in summary.records:
+        if r.status == "done" and (r.unit, r.stage) not in summary.reused:
+            cpu[r.stage] = cpu.get(r.stage, 0.0) + float(r.info.get("cpu_s", 0.0))
     counts = {s: dict(c) for s, c in summary.counts().items()}
     return {"workers": workers, "wall_s": round(wall, 2), "scan_stage_wall_s": round(scan_wall, 2),
             "n_scans": len(scans), "scans_per_hour": round(len(scans) / wall * 3600, 1),
             "scans_per_hour_scan_stages": round(len(scans) / scan_wall * 3600, 1),
-            "worker_seconds_per_stage": {k: round(v, 2) for k, v in per_stage.items()}, "counts": counts,
+            "worker_seconds_per_stage": {k: round(v, 2) for k, v in per_stage.items()},
+            "cpu_seconds_per_stage": {k: round(v, 2) for k, v in cpu.items()}, "counts": counts,
             "exit_code": summary.exit_code}
 
 
@@ -173,7 +179,8 @@ def main() -> None:
     for r in results:
         r["speedup_vs_first"] = round(base["wall_s"] / r["wall_s"], 2)
         r["speedup_scan_stages_vs_first"] = round(base["scan_stage_wall_s"] / r["scan_stage_wall_s"], 2)
-    report = {"machine": {"cores": cpu_count(), "python": platform.python_version(), "node": platform.node()},
+    report = {"machine": {"cores": cpu_count(), "python": platform.python_version(), "node": platform.node(),
+                          "load_average_1min_after": round(os.getloadavg()[0], 2)},
               "export": str(export), "results": results}
     out_json = Path("pipelines/out/bench_batch.json")
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +194,9 @@ def main() -> None:
     stages = sorted({s for r in results for s in r["worker_seconds_per_stage"]})
     print("worker seconds per stage: " + ", ".join(
         f"{s}: " + "/".join(f"{r['worker_seconds_per_stage'].get(s, 0):.1f}" for r in results) for s in stages))
+    print("CPU seconds per stage: " + ", ".join(
+        f"{s}: " + "/".join(f"{r['cpu_seconds_per_stage'].get(s, 0):.1f}" for r in results) for s in stages))
+    print(f"load average during the runs: {os.getloadavg()[0]:.1f} (1 min) on {cpu_count()} cores")
     print(f"wrote {out_json}")
 
 

@@ -161,5 +161,6 @@ def read_manifest(out: str | Path, *, timings: bool = False) -> list[dict]:
                 r.pop(key, None)
             info = json.loads(r["info"] or "{}")
             info.pop("worker", None)
+            info.pop("cpu_s", None)
             r["info"] = json.dumps(info, sort_keys=True)
     return rows
