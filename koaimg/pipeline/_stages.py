@@ -2,7 +2,7 @@
 
 Units: a scan (``<subject>/<visit>/<modality>``: ingest → segment → measure → report, dicom), a pair
 (``<subject>/change_<bl>_<fu>``: change → pair_report) and the cohort (``cohort``: cohort → cohort_report).
-A job builds the unit's folder as ``.<name>.staging-*`` beside the final one (hard links of the outputs it keeps,
+A job builds the unit's folder as ``.<name>.staging-*`` beside the final one (copies of the outputs it keeps,
 fresh files for the stages it runs), then swaps it into place with two renames. A crash at any moment leaves the final
 folder either as it was or complete; ``recover`` tidies the leftovers. Components that have not landed (segmentation
 model, ultrasound measurement, change, reports, DICOM writers) make their stage ``unavailable`` with the reason.
@@ -168,10 +168,8 @@ def _link_tree(src: Path, dst: Path, skip: set[str]) -> None:
             continue
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        # a copy, not a hard link: a writer that rewrites a file in place (np.save) must never reach the final folder
+        shutil.copy2(path, target)
 
 
 def _describe_oserror(exc: OSError) -> str:
