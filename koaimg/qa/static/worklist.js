@@ -3,7 +3,7 @@ import { api, badge, bindReviewer, el, message, postJSON, typing } from "./commo
 
 const tbody = document.querySelector("#worklist tbody");
 const msg = document.getElementById("msg");
-const filters = { status: "f-status", kind: "f-kind", q: "f-q" };
+const filters = { status: "f-status", kind: "f-kind", modality: "f-modality", q: "f-q" };
 let rows = [];
 let selected = 0;
 let reviewer = () => "";
@@ -75,7 +75,7 @@ document.addEventListener("keydown", (event) => {
   if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
 });
 
-for (const id of ["f-status", "f-kind", "f-flagged"]) document.getElementById(id).addEventListener("change", load);
+for (const id of ["f-status", "f-kind", "f-modality", "f-flagged"]) document.getElementById(id).addEventListener("change", load);
 document.getElementById("f-q").addEventListener("input", () => { selected = 0; load(); });
 
 const session = await (await api("/api/session")).json();
