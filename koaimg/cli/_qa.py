@@ -59,9 +59,11 @@ def serve_cmd(
 def audit_cmd(
     out: Path = typer.Argument(..., exists=True, file_okay=False, help="Batch output folder."),
     csv: Path = typer.Option(..., "--csv", help="Where to write the audit trail (CSV)."),
+    states: Path | None = typer.Option(None, "--states",
+                                       help="Also write one row per case: status, reviewer, version, overrides."),
 ) -> None:
     """Export the append-only review audit trail (who, when, what, before/after) as CSV."""
-    from ..qa import ReviewStore, export_audit_csv
+    from ..qa import ReviewService, ReviewStore, export_audit_csv
 
     store_path = out / "qa" / "review.sqlite"
     if not store_path.is_file():
@@ -72,3 +74,9 @@ def audit_cmd(
     store = ReviewStore(store_path)
     export_audit_csv(store, csv)
     typer.echo(f"wrote {len(store.audit())} audit event(s) to {csv}")
+    if states is not None:
+        from ..export import write_rows_csv
+
+        rows = ReviewService(out).state_rows()
+        write_rows_csv(rows, states)
+        typer.echo(f"wrote {len(rows)} case state(s) to {states}")

@@ -6,6 +6,7 @@ request sends is ever joined onto a path.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -340,6 +341,20 @@ class ReviewService:
         self.store.record_recompute(pair.case_id, reviewer=reviewer, label_version=version, details=details,
                                     comment="change recomputed from corrected segmentation")
         return details
+
+    def state_rows(self) -> list[dict]:
+        """One row per discovered case: final status, reviewer, segmentation version and grade overrides (JSON)."""
+        states = self.store.states()
+        rows = []
+        for case in self.cases.values():
+            st = states.get(case.case_id, CaseState(case.case_id))
+            rows.append({"case_id": case.case_id, "kind": case.kind, "subject": case.subject,
+                         "visit": case.visit or f"{case.baseline}->{case.followup}", "modality": case.modality,
+                         "status": st.status, "reviewer": st.reviewer or "", "comment": st.comment or "",
+                         "label_version": st.label_version, "case_version": st.version,
+                         "updated_at": st.updated_at or "",
+                         "grade_overrides": json.dumps(self.store.overrides(case.case_id), sort_keys=True)})
+        return rows
 
     def audit_csv(self) -> str:
         """The audit trail as CSV text."""

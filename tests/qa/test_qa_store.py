@@ -143,6 +143,13 @@ def test_cli_audit_and_serve(qa_out: Path, tmp_path: Path, monkeypatch: pytest.M
     result = runner.invoke(app, ["qa", "audit", str(qa_out), "--csv", str(tmp_path / "a.csv")])
     assert result.exit_code == 0 and "1 audit event" in result.output
     assert "approved" in (tmp_path / "a.csv").read_text()
+    result = runner.invoke(app, ["qa", "audit", str(qa_out), "--csv", str(tmp_path / "a.csv"), "--states",
+                                 str(tmp_path / "s.csv")])
+    assert result.exit_code == 0 and "4 case state(s)" in result.output
+    with (tmp_path / "s.csv").open(newline="") as fh:
+        states = {r["case_id"]: r for r in csv.DictReader(fh)}
+    assert states[BASELINE]["status"] == "approved" and states[PAIR]["status"] == "unreviewed"
+    assert states[BASELINE]["grade_overrides"] == "{}"
 
     calls = []
     import uvicorn
