@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..core import GeometryError, KoaimgError, LabelSchemaError, UnreadableFileError
+from ..core import KoaimgError
 from ._nifti import scrubbed_nifti_gz
 from ._security import LOOPBACK_HOSTS, GuardMiddleware
 from ._service import DEFAULT_MAX_UPLOAD, BadRequestError, Filters, NotFoundError, ReviewService
@@ -87,18 +87,14 @@ def create_app(out: str | Path, *, token: str | None = None, reviewer: str | Non
 
     @app.exception_handler(KoaimgError)
     async def _koaimg(_: Request, exc: KoaimgError) -> JSONResponse:
-        status = 422
-        extra: dict = {}
+        status = 422  # UnreadableFileError, GeometryError, LabelSchemaError: the upload is not a valid correction
         if isinstance(exc, NotFoundError):
             status = 404
         elif isinstance(exc, ConflictError):
             status = 409
         elif isinstance(exc, BadRequestError):
             status = 400
-        elif isinstance(exc, UnreadableFileError | GeometryError | LabelSchemaError):
-            status = 422
-        return JSONResponse({"detail": exc.one_line(), "code": exc.code, **extra}, status_code=status,
-                            headers=_NO_STORE)
+        return JSONResponse({"detail": exc.one_line(), "code": exc.code}, status_code=status, headers=_NO_STORE)
 
     # -- pages -----------------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
