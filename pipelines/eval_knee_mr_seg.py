@@ -242,30 +242,45 @@ def markdown(summary: dict, records: list[dict], real: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(out: Path, bundle) -> None:
+    """Combine the part files (records_*.json, real.json) into results.json and results.md."""
+    records = [r for f in sorted(out.glob("records_*.json")) for r in json.loads(f.read_text())]
+    real = json.loads((out / "real.json").read_text()) if (out / "real.json").exists() else {}
+    summary = summarise(records) if records else {}
+    result = {"bundle": str(bundle.path), "model_sha256": bundle.sha256,
+              "metadata_training": bundle.metadata.get("training"), "summary": summary, "records": records,
+              "real": real}
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    text = markdown(summary, records, real) if records else json.dumps(real, indent=1)
+    (out / "results.md").write_text(text)
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "pipelines" / "out" / "knee_mr_seg" / "eval")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--quick", action="store_true", help="4 synthetic cases + real images (smoke run)")
-    ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer synthetic cases (smoke run)")
+    ap.add_argument("--parts", default="real,woo,phantom",
+                    help="comma list of real, woo, phantom; run parts in separate processes, then --merge")
+    ap.add_argument("--merge", action="store_true", help="only combine the part files already in --out")
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
     args.out.mkdir(parents=True, exist_ok=True)
-    real = {"mese_t2": mese_case(bundle, args.out, args.device), "clair": clair_case(bundle, args.out, args.device)}
-    records = []
-    if not args.skip_synthetic:
-        for gen in (woo_cases(args.quick), phantom_cases(args.quick)):
-            for case, image, truth in gen:
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not args.merge:
+        if "real" in parts:
+            real = {"mese_t2": mese_case(bundle, args.out, args.device),
+                    "clair": clair_case(bundle, args.out, args.device)}
+            (args.out / "real.json").write_text(json.dumps(real, indent=1))
+        gens = {"woo": woo_cases, "phantom": phantom_cases}
+        for part in (p for p in parts if p in gens):
+            records = []
+            for case, image, truth in gens[part](args.quick):
                 records.append(evaluate(bundle, case, image, truth, args.device))
-                (args.out / "records.json").write_text(json.dumps(records, indent=1))
-    summary = summarise(records) if records else {}
-    result = {"bundle": str(bundle.path), "model_sha256": bundle.sha256, "metadata_training": bundle.metadata.get(
-        "training"), "summary": summary, "records": records, "real": real}
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
-    if records:
-        (args.out / "results.md").write_text(markdown(summary, records, real))
-        print(markdown(summary, records, real))
+                (args.out / f"records_{part}.json").write_text(json.dumps(records, indent=1))
+    merge(args.out, bundle)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_sha256_mismatch_is_a_clear_error(tiny_bundle: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ModelError, match="sha256 .* does not match"):
+    with pytest.raises(ModelError, match=r"sha256 .* does not match"):
         load_bundle(tiny_bundle)
 
 
