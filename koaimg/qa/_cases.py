@@ -156,6 +156,8 @@ def latest_version(folder: Path) -> int:
 
 def _scan_case(subject: str, visit: str, modality_dir: Path) -> Case | None:
     files = {role: modality_dir / name for role, name in SCAN_FILES.items() if (modality_dir / name).is_file()}
+    if "image" not in files and (modality_dir / "image.nii").is_file():  # uncompressed, as the report also accepts
+        files["image"] = modality_dir / "image.nii"
     if "measures" not in files and "labels" not in files:
         return None
     return Case(case_id_for_scan(subject, visit, modality_dir.name), "scan", subject, modality_dir, visit=visit,

@@ -68,6 +68,12 @@ def test_discovery_uses_the_layout_and_skips_what_is_not_a_pseudonym(qa_out: Pat
     pair = cases[PAIR]
     assert (pair.baseline, pair.followup) == ("baseline", "month6") and "delta" in pair.files
     assert "image" in cases[BASELINE].files and "overlay" in cases[US_CASE].files
+    followup = qa_out / SUBJECT / "month6" / "MR"
+    (followup / "image.nii").write_bytes(gzip.decompress((followup / "image.nii.gz").read_bytes()))
+    (followup / "image.nii.gz").unlink()
+    assert discover_cases(qa_out)[0][FOLLOWUP].files["image"].name == "image.nii"
+    svc = ReviewService(qa_out, reviewer="dr.x")
+    assert svc.file_for(FOLLOWUP, 0, "image").name == "image.nii"
 
 
 def test_pair_folder_name_with_underscored_visits(tmp_path: Path) -> None:
