@@ -81,3 +81,5 @@ document.getElementById("f-q").addEventListener("input", () => { selected = 0; l
 const session = await (await api("/api/session")).json();
 reviewer = bindReviewer(document.getElementById("reviewer"), session.reviewer);
 load().catch((error) => message(msg, error.message, true));
+// other reviewers work on the same list: refresh it every 30 s while the tab is visible
+setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 30_000);
