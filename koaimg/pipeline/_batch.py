@@ -460,6 +460,11 @@ def run_plan(plan: StudyPlan, out: str | Path, options: RunOptions | None = None
     """Run (or resume) every stage of ``plan`` into ``out`` and return the summary."""
     out = Path(out)
     options = options or RunOptions()
+    if not plan.scans:
+        detail = f"; {len(plan.problems)} file problem(s), e.g. {plan.problems[0][1]}" if plan.problems else ""
+        raise KoaimgError(f"no MR or US scan found{detail}", path=plan.root,
+                          hint="expected SCAN_ROOT/<subject>/<visit>/<files> (batch) or STUDY_DIR/<visit>/<files> "
+                               "(run); see koaimg inspect, or map files with --overrides")
     _check_out(out)
     with _OutLock(out):
         return _run_locked(plan, out, options, reporter)

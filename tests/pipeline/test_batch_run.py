@@ -259,3 +259,18 @@ def test_one_run_per_output_folder(mr_trial, tmp_path):
     out.mkdir()
     with _OutLock(out), pytest.raises(ManifestError, match="another koaimg run"):
         run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False))
+
+
+def test_bad_arguments_are_one_line_errors(mr_trial, tmp_path):
+    from koaimg.core import KoaimgError
+    from koaimg.pipeline._batch import expand_force
+
+    assert expand_force(("export", "measure")) == {"report", "dicom", "pair_report", "cohort_report", "measure"}
+    with pytest.raises(KoaimgError, match="unknown stage 'mesure'"):
+        expand_force(("mesure",))
+    empty = tmp_path / "empty"
+    (empty / "P1" / "baseline").mkdir(parents=True)
+    (empty / "P1" / "baseline" / "notes.txt").write_text("no scans here")
+    with pytest.raises(KoaimgError, match="no MR or US scan found"):
+        run_batch(empty, tmp_path / "out", _opts())
+    assert not (tmp_path / "out").exists()
