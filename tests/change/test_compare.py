@@ -48,7 +48,7 @@ def test_regional_delta_matches_truth(thickening, thickening_pair):
     assert len(errors) == 14
     assert abs(errors.mean()) < 0.015 and np.abs(errors).max() < TOLERANCE_MM, errors
     # the regional change is located: FMC carries the extra +0.15 mm
-    assert rows[("femoral_cartilage", "FMC")]["delta"] > rows[("femoral_cartilage", "FLC")]["delta"] + 0.1
+    assert rows[("femoral_cartilage", "FMC")]["delta"] > rows[("femoral_cartilage", "FLC")]["delta"] + 0.05
 
 
 def test_zero_change_reports_nothing_beyond_sdd(zero):
