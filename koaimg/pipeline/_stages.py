@@ -337,6 +337,9 @@ class _ScanRunner:
     def stage_ingest(self, folder: Path) -> dict:
         img = self.image()
         if self.p["modality"] == "MR":
+            from ..io import write_volume
+
+            write_volume(img, folder / "image.nii.gz")  # the scan under its overlays, for the report and QA viewer
             return {"shape": list(img.spatial_shape), "spacing_mm": [round(float(v), 4) for v in img.spacing],
                     "side": self.p.get("side") or img.meta.side.value, "n_files": len(self.p["series"].files)}
         return {"frames": int(getattr(img, "n_frames", 1) or 1), "side": self.p.get("side", "")}
