@@ -274,3 +274,21 @@ def test_bad_arguments_are_one_line_errors(mr_trial, tmp_path):
     with pytest.raises(KoaimgError, match="no MR or US scan found"):
         run_batch(empty, tmp_path / "out", _opts())
     assert not (tmp_path / "out").exists()
+
+
+def test_recover_tidies_an_interrupted_swap(tmp_path):
+    from koaimg.pipeline._stages import recover
+
+    visit = tmp_path / "S1" / "baseline"
+    (visit / ".MR.old-abc123").mkdir(parents=True)
+    (visit / ".MR.old-abc123" / "measures.csv").write_text("complete\n")
+    (visit / ".MR.staging-abc123").mkdir()
+    (visit / ".MR.staging-abc123" / "measures.csv").write_text("half")
+    (visit / "US").mkdir()
+    (visit / "US" / ".measures.csv.x1.part.csv").write_text("half")
+    (visit / ".US.old-zzz").mkdir()  # final exists: the moved-aside copy is stale
+    actions = recover(tmp_path)
+    assert (visit / "MR" / "measures.csv").read_text() == "complete\n"
+    assert sorted(p.name for p in visit.iterdir()) == ["MR", "US"]
+    assert not any((visit / "US").iterdir())
+    assert any("restored" in a for a in actions)
