@@ -86,9 +86,15 @@ def _fmt(value, digits: int = 3) -> str:
 def cohort_html(result: CohortResult, *, title: str = "koaimg cohort analysis") -> str:
     """One self-contained HTML page (no external resources): per-arm table, between-arm table, grade changes."""
     def mean_sd(r, a):
-        return f"{_fmt(r.get(a + '_mean'))} ± {_fmt(r.get(a + '_sd'))}" if r.get(a + "_mean") is not None else ""
+        if r.get(a + "_mean") is None:
+            return ""
+        sd = _fmt(r.get(a + "_sd"))
+        return f"{_fmt(r.get(a + '_mean'))} ± {sd}" if sd else _fmt(r.get(a + "_mean"))
 
-    shown = [r for r in result.arm_rows if r["region"] in HTML_REGIONS and ".OV" not in r["metric"]]
+    def first_us(rows):  # the ultrasound endpoint (the trial's primary) first, then MR
+        return sorted(rows, key=lambda r: r["modality"] != "US")
+
+    shown = first_us([r for r in result.arm_rows if r["region"] in HTML_REGIONS and ".OV" not in r["metric"]])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
              "body{font-family:sans-serif;font-size:13px;margin:16px}table{border-collapse:collapse;margin:8px 0 20px}"
              "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th{background:#eee}"
@@ -115,7 +121,7 @@ def cohort_html(result: CohortResult, *, title: str = "koaimg cohort analysis") 
     parts.append("</table><h2>Between arms</h2><table><tr><th class=l>endpoint</th><th class=l>A − B</th>"
                  "<th>ANCOVA diff</th><th>95 % CI</th><th>p ANCOVA</th><th>Δ diff</th><th>p Welch</th>"
                  "<th>p Mann–Whitney</th><th>Hodges–Lehmann</th><th>Hedges g</th></tr>")
-    for r in result.contrast_rows:
+    for r in first_us(result.contrast_rows):
         if r["region"] not in HTML_REGIONS or ".OV" in r["metric"]:
             continue
         name = f"{r['modality']} {r['structure']} {r['scheme']} {r['region']} {r['metric']} ({r['unit']})"
@@ -154,6 +160,9 @@ def run_cohort(allocation_csv: Path, results_dir: Path, out_dir: Path, *, arms: 
     result = cohort_statistics(rows, allocation, arms=arms, endpoints=endpoints)
     result.notes[:0] = notes
     out_dir.mkdir(parents=True, exist_ok=True)
+    for table in (result.arm_rows, result.contrast_rows, result.grade_rows):
+        for row in table:  # undefined statistics are empty cells, not "nan"
+            row.update({k: None for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)})
     write_rows_csv(result.arm_rows, out_dir / "cohort.csv", columns=ARM_COLUMNS)
     write_rows_csv(result.contrast_rows, out_dir / "contrasts.csv", columns=CONTRAST_COLUMNS)
     write_rows_csv(result.transition_rows, out_dir / "transitions.csv", columns=TRANSITION_COLUMNS)
