@@ -22,7 +22,7 @@ def change_cmd(
                                     help="refuse (default) or flag a pair whose subject, side, sequence or voxel "
                                          "size differ."),
     voxel_tolerance: float = typer.Option(0.05, "--voxel-tolerance", help="Relative voxel-size tolerance."),
-    rms_cv: float | None = typer.Option(None, "--rms-cv", help="MR precision as RMS-CV %% (default 3)."),
+    rms_cv: float | None = typer.Option(None, "--rms-cv", help="MR precision as RMS-CV in percent (default 3)."),
     sem_mm: float | None = typer.Option(None, "--sem-mm", help="Thickness precision as SEM in mm."),
 ) -> None:
     """Register the follow-up onto the baseline (femur-based) and write change.csv, the Δ map and transitions."""
