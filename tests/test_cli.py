@@ -49,7 +49,7 @@ def test_doctor_text():
 
 @pytest.mark.realdata
 def test_inspect_real_multi_echo_folder():
-    from conftest import realdata
+    from koaimg_testdata import realdata
 
     result = runner.invoke(app, ["inspect", str(realdata("pymskt_mese_t2"))])
     assert result.exit_code == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from conftest import oblique_affine, realdata
+from koaimg_testdata import oblique_affine, realdata
 from test_round_trips import assert_same_physical_voxels
 
 from koaimg.core import LPS_TO_RAS, KoaimgError, Plane, Volume

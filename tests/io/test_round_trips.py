@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import oblique_affine
+from koaimg_testdata import oblique_affine
 
 from koaimg.core import KneeSide, LabelVolume, Volume
 from koaimg.io import (

@@ -4,7 +4,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import realdata
+from koaimg_testdata import realdata
 from scipy.spatial import cKDTree
 
 from koaimg.core import KneeSide, LabelSchemaError, LabelVolume, LateralityError, Structure

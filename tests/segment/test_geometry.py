@@ -7,7 +7,7 @@ import torch
 
 from koaimg.segment import WorkingGrid
 from koaimg.segment._geometry import ras_affine, ras_transform, to_ras_array
-from tests.conftest import oblique_affine
+from koaimg_testdata import oblique_affine
 
 
 def _smooth(world: np.ndarray) -> np.ndarray:

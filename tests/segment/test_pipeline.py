@@ -6,7 +6,7 @@ import pytest
 
 from koaimg.core import DicomSeriesError, OptionError
 from koaimg.pipeline._segment import load_image
-from tests.conftest import realdata
+from koaimg_testdata import realdata
 
 
 @pytest.mark.realdata

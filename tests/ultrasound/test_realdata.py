@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import realdata
+from koaimg_testdata import realdata
 from PIL import Image
 
 from koaimg.io import read_ultrasound_screenshot
