@@ -106,7 +106,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                         "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop - 1], "stage": args.stage,
                         **state["config"]}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    np.savetxt(BUNDLE / "docs" / "loss_history.csv", np.asarray(state["history"]), delimiter=",",
+    np.savetxt(BUNDLE / "docs" / f"loss_history_{args.stage}.csv", np.asarray(state["history"]), delimiter=",",
                header="step,training_seconds,mean_loss", fmt=["%d", "%.1f", "%.5f"], comments="")
     print(f"exported {len(data)} bytes, sha256 {meta['model_sha256']}")
 

@@ -79,10 +79,10 @@ def load_ultrasound(path: Path, *, pixel_spacing_mm: float | None = None
     return image, source, side
 
 
-def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *, grey_max: float = 255.0
-                       ) -> np.ndarray:
+def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *, grey_max: float = 255.0,
+                       side_source: str | None = None) -> np.ndarray:
     """(rows, cols, 3) uint8 picture: frame, tinted cartilage band, interfaces and the three caliper lines."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     grey = np.clip(np.asarray(pixels, dtype=np.float64) / max(grey_max, 1e-6) * 255.0, 0, 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
@@ -92,6 +92,7 @@ def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *
     img = Image.fromarray(rgb.astype(np.uint8)).resize((grey.shape[1] * scale, grey.shape[0] * scale),
                                                        Image.NEAREST)
     draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(12, img.size[0] // 60))
     itf = measurement.interfaces
 
     def pt(r: float, c: float) -> tuple[float, float]:
@@ -114,10 +115,11 @@ def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *
             draw.ellipse([x - 2 * scale, y - 2 * scale, x + 2 * scale, y + 2 * scale], outline=colour)
         label = f"{name} {site.thickness_mm:.2f} mm" + ("" if site.confidence == "high" else " (low)")
         x, y = pt(*site.surface_px) if math.isfinite(site.surface_px[0]) else pt(*site.bone_px)
-        draw.text((x - 30, max(y - 22 * scale / 2 - 12, 0)), label, fill=colour)
+        draw.text((x - 40, max(y - 6 * scale - font.size, 0)), label, fill=colour, font=font)
     sos = f"  SoS x{measurement.speed_of_sound_factor:g}" if measurement.speed_of_sound_factor != 1.0 else ""
     draw.text((4, 4), f"koaimg {measurement.method}, frame {measurement.frame_index}, {measurement.side.value} knee "
-                      f"({measurement.side_source}){sos}; mean {measurement.mean_mm:.2f} mm", fill=(255, 255, 255))
+                      f"({side_source or measurement.side_source}){sos}; mean {measurement.mean_mm:.2f} mm",
+              fill=(255, 255, 255), font=font)
     return np.asarray(img)
 
 
@@ -196,7 +198,8 @@ def measure_ultrasound_file(path: str | Path, out_dir: str | Path, *, subject: s
     from PIL import Image
 
     with atomic_path(out / "overlay.png") as tmp:
-        Image.fromarray(ultrasound_overlay(pixels, measurement, grey_max=grey_max)).save(tmp, format="PNG")
+        Image.fromarray(ultrasound_overlay(pixels, measurement, grey_max=grey_max, side_source=side_source)).save(
+            tmp, format="PNG")
     write_json({"koaimg": __version__, "python": platform.python_version(), "subject": subject, "visit": visit,
                 "inputs": {path.name: _sha256(path)},
                 "config": {"method_requested": method, "method": measurement.method,
