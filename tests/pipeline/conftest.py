@@ -25,9 +25,14 @@ def _make_phantom(out: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def phantom_subject(request) -> Path:
-    """Folder with ``KOA-001/<visit>/{MR,US}`` DICOM and ``ground_truth/KOA-001/<visit>/MR/labels.nii.gz``."""
-    cache = Path(request.config.cache.mkdir(PHANTOM_VERSION))
+def phantom_subject(request, tmp_path_factory) -> Path:
+    """Folder with ``KOA-001/<visit>/{MR,US}`` DICOM and ``ground_truth/KOA-001/<visit>/MR/labels.nii.gz``.
+
+    Kept in pytest's cache between sessions when the cache plugin is on; CI runs with ``-p no:cacheprovider``, and
+    then it is built once per session in a temporary folder."""
+    provider = getattr(request.config, "cache", None)
+    cache = (Path(provider.mkdir(PHANTOM_VERSION)) if provider is not None
+             else tmp_path_factory.mktemp(PHANTOM_VERSION))
     ready = cache / "ready"
     if not ready.exists():
         work = cache / "work"
