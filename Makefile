@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 EXTRAS ?= dev,dicom-codecs,stats,report,cluster,qa
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all lint demo sample-data bench clean
+.PHONY: setup browser-deps test test-all lint demo sample-data bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
-test: setup
+# The browser tests (QA app, report rendering) drive a system Chromium through Playwright, never a downloaded one:
+# install the distribution's package when we are root with apt-get; otherwise those tests skip and say why.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    { timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { timeout 300 apt-get update -qq >/dev/null 2>&1 && \
+	        timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
+	    echo "chromium could not be installed: the browser tests will be skipped"; \
+	  else echo "no chromium (and no root apt-get): the browser tests will be skipped"; fi; }
+
+test: setup browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: setup
