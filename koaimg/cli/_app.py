@@ -38,13 +38,18 @@ def _root(
 
 
 def _register() -> None:
-    from . import _doctor, _inspect, _measure, _synth  # noqa: F401  (commands register themselves on ``app``)
-    from . import _segment  # noqa: F401
-    from . import _change  # noqa: F401
-    from . import _qa  # noqa: F401
-    from . import _run  # noqa: F401
-    from . import _report  # noqa: F401
-    from . import _us_measure  # noqa: F401
+    from . import (  # noqa: F401  (commands register themselves on ``app``)
+        _change,
+        _doctor,
+        _inspect,
+        _measure,
+        _qa,
+        _report,
+        _run,
+        _segment,
+        _synth,
+        _us_measure,
+    )
 
 
 def main() -> None:

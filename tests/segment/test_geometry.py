@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from koaimg_testdata import oblique_affine
 
 from koaimg.segment import WorkingGrid
 from koaimg.segment._geometry import ras_affine, ras_transform, to_ras_array
-from koaimg_testdata import oblique_affine
 
 
 def _smooth(world: np.ndarray) -> np.ndarray:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from koaimg_testdata import realdata
 
 from koaimg.core import DicomSeriesError, OptionError
 from koaimg.pipeline._segment import load_image
-from koaimg_testdata import realdata
 
 
 @pytest.mark.realdata
