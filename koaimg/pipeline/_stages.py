@@ -1,7 +1,8 @@
 """The stage graph and the worker side of a run: each job runs some stages of one unit in a staging folder.
 
 Units: a scan (``<subject>/<visit>/<modality>``: ingest → segment → measure → report, dicom), a pair
-(``<subject>/change_<bl>_<fu>``: change → pair_report) and the cohort (``cohort``: cohort → cohort_report).
+(``<subject>/change_<bl>_<fu>``: change of MR and US into one folder → pair_report) and the cohort
+(``cohort``: cohort → cohort_report).
 A job builds the unit's folder as ``.<name>.staging-*`` beside the final one (copies of the outputs it keeps,
 fresh files for the stages it runs), then swaps it into place with two renames. A crash at any moment leaves the final
 folder either as it was or complete; ``recover`` tidies the leftovers. Components that have not landed (segmentation
@@ -11,11 +12,9 @@ model, ultrasound measurement, change, reports, DICOM writers) make their stage 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import hashlib
 import importlib
-import io
 import os
 import shutil
 import signal
@@ -418,11 +417,6 @@ class _ScanRunner:
         return {"dicom": sorted(Path(p).name for p in written)}
 
 
-def _read_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 # pair and cohort stages ---------------------------------------------------------------------------------------------
 class _PairRunner:
     def __init__(self, job: Job) -> None:
@@ -430,29 +424,19 @@ class _PairRunner:
         self.p = job.payload
 
     def stage_change(self, folder: Path) -> dict:
+        """MR and US comparisons of the same visits share the pair folder (``run_change`` merges change.csv)."""
         run_change = component("run_change")
-        from ..io import atomic_write_text
-
         done, notes = [], []
+        root = Path(self.job.out_root)
         for modality, (bl, fu) in sorted(self.p["scans"].items()):
             if bl is None or fu is None:
                 notes.append(f"{modality}: a visit has no measurement")
                 continue
-            root = Path(self.job.out_root)
-            run_change(root / bl, root / fu, folder / modality, subject=self.p["subject"],
-                       baseline_visit=self.p["baseline"], followup_visit=self.p["followup"])
+            run_change(root / bl, root / fu, folder, subject=self.p["subject"], baseline_visit=self.p["baseline"],
+                       followup_visit=self.p["followup"])
             done.append(modality)
         if not done:
             raise NotApplicable("no modality was measured at both visits")
-        rows: list[dict] = []
-        for modality in done:
-            rows.extend(_read_rows(folder / modality / "change.csv"))
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(folder / "change.csv", buf.getvalue())
         return {"modalities": done, "notes": notes}
 
     def stage_pair_report(self, folder: Path) -> dict:
