@@ -92,7 +92,10 @@ def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *
     img = Image.fromarray(rgb.astype(np.uint8)).resize((grey.shape[1] * scale, grey.shape[0] * scale),
                                                        Image.NEAREST)
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(12, img.size[0] // 60))
+    try:
+        font = ImageFont.load_default(size=max(12, img.size[0] // 60))
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
     itf = measurement.interfaces
 
     def pt(r: float, c: float) -> tuple[float, float]:
@@ -115,7 +118,7 @@ def ultrasound_overlay(pixels: np.ndarray, measurement: UltrasoundMeasurement, *
             draw.ellipse([x - 2 * scale, y - 2 * scale, x + 2 * scale, y + 2 * scale], outline=colour)
         label = f"{name} {site.thickness_mm:.2f} mm" + ("" if site.confidence == "high" else " (low)")
         x, y = pt(*site.surface_px) if math.isfinite(site.surface_px[0]) else pt(*site.bone_px)
-        draw.text((x - 40, max(y - 6 * scale - font.size, 0)), label, fill=colour, font=font)
+        draw.text((x - 40, max(y - 6 * scale - getattr(font, "size", 11), 0)), label, fill=colour, font=font)
     sos = f"  SoS x{measurement.speed_of_sound_factor:g}" if measurement.speed_of_sound_factor != 1.0 else ""
     draw.text((4, 4), f"koaimg {measurement.method}, frame {measurement.frame_index}, {measurement.side.value} knee "
                       f"({side_source or measurement.side_source}){sos}; mean {measurement.mean_mm:.2f} mm",
