@@ -161,18 +161,17 @@ def measure_ultrasound_file(path: str | Path, out_dir: str | Path, *, subject: s
                 choice = choose_frame(image.frames, image.spacing_mm, grey_max=grey_max)
                 index, choice_scores = choice.index, choice.scores
         prob, model_info, notes = None, None, []
-        if resolved == "model" or cross_check:
+        # the model runs only on a frame that measurement will accept; otherwise measurement refuses it below with
+        # the real reason (suspect calibration, no such frame, all black)
+        measurable = (not image.meta.get("calibration_warning") or trust_region_overflow) \
+            and 0 <= index < image.n_frames and float(image.frames[index].max()) > 0.01 * grey_max
+        if measurable and (resolved == "model" or cross_check):
             try:
-                if image.meta.get("calibration_warning") and not trust_region_overflow:
-                    raise KoaimgError("skipped")  # measurement refuses it below with the real reason
-                if not 0 <= index < image.n_frames:
-                    raise KoaimgError("skipped")
                 prob, model_info = _probability(image, index, bundle, grey_max)
             except KoaimgError as exc:
-                if resolved == "model" and exc.problem != "skipped":
+                if resolved == "model":
                     raise
-                if exc.problem != "skipped":
-                    notes.append(f"model cross-check unavailable: {exc.one_line()}")
+                notes.append(f"model cross-check unavailable: {exc.one_line()}")
             except ImportError as exc:
                 if resolved == "model":
                     raise OptionError(f"method 'model' needs torch and monai ({exc})") from None

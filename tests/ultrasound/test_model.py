@@ -72,3 +72,21 @@ def test_frames_outside_the_trained_spacing_are_resampled(model):
     assert 2 * ((prob >= 0.5) & truth).sum() / ((prob >= 0.5).sum() + truth.sum()) > 0.7
     black = UltrasoundImage(frames=np.zeros((1, 64, 80)), spacing_mm=(0.1, 0.1))
     assert cartilage_probability(model, black.frames[0], black.spacing_mm).max() < 0.5
+
+
+def test_pipeline_model_method_and_cross_check_are_recorded(model, tmp_path):
+    from koaimg.pipeline import measure_ultrasound_file
+    from koaimg.synth import write_us_phantom
+
+    ph = phantom(6)
+    files = write_us_phantom(ph, tmp_path / "in", pseudonym="S06", visit="baseline")
+    out = measure_ultrasound_file(files["dicom"], tmp_path / "model", method="model")
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"]["method"] == "model" and prov["model"]["sha256"] == model.sha256
+    summary = json.loads((out / "ultrasound.json").read_text())
+    assert summary["method"] == "model" and summary["cross_check"]["mask_dice"] > 0.9  # the tracker checked it
+    out = measure_ultrasound_file(files["dicom"], tmp_path / "auto")  # default: tracker, model as cross-check
+    summary = json.loads((out / "ultrasound.json").read_text())
+    assert summary["method"] == "tracker" and set(summary["cross_check"]) >= {"LC_model_mm", "IN_model_mm"}
+    for s in SITES:
+        assert abs(summary["cross_check"][f"{s}_model_mm"] - summary["sites"][s]["thickness_mm"]) < 0.15
