@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="subjects processed in parallel")
     parser.add_argument("--no-us", action="store_true", help="leave ultrasound out")
+    parser.add_argument("--analyse-only", action="store_true",
+                        help="re-run only the cohort statistics and checks on an existing --out (stage times of the "
+                             "generating run are read from its bench_cohort.json)")
     args = parser.parse_args()
     arms = DEFAULT_ARMS if args.n_per_arm is None else tuple(replace(a, n=args.n_per_arm) for a in DEFAULT_ARMS)
     plans = plan_cohort(arms, seed=args.seed)
@@ -129,7 +132,11 @@ def main() -> None:
     print(f"{len(plans)} subjects in {len(arms)} arms; MR grid DESS/{args.scale:g}; {us_note}; workers {args.workers}",
           flush=True)
     start = time.perf_counter()
-    if args.workers > 1:
+    if args.analyse_only:
+        previous = json.loads((root / "bench_cohort.json").read_text())
+        done = [({k: v / len(plans) for k, v in previous["stage_seconds"].items()}, [])] * len(plans)
+        start -= previous["total_seconds"] - previous["stage_seconds"]["cohort_statistics"]
+    elif args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             done = list(pool.map(one_subject, plans, [root] * len(plans), [args.scale] * len(plans),
                                  [with_us] * len(plans)))
@@ -143,8 +150,9 @@ def main() -> None:
     # the allocation and truth tables as write_cohort writes them
     from koaimg.export import write_rows_csv
 
-    write_rows_csv([{"subject": p.subject, "arm": p.arm} for p in plans], root / "trial" / "allocation.csv")
-    write_rows_csv([r for d in done for r in d[1]], root / "trial" / "ground_truth" / "truth.csv")
+    if not args.analyse_only:
+        write_rows_csv([{"subject": p.subject, "arm": p.arm} for p in plans], root / "trial" / "allocation.csv")
+        write_rows_csv([r for d in done for r in d[1]], root / "trial" / "ground_truth" / "truth.csv")
     t0 = time.perf_counter()
     run_cohort(root / "trial" / "allocation.csv", root / "results", root / "results" / "cohort")
     cohort_s = time.perf_counter() - t0
@@ -167,13 +175,13 @@ def main() -> None:
               f"{c['per_knee_error_sd']:.4f}")
     ordering, versus = {}, {}
     for structure, scheme, metric in (("femoral_cartilage", "moaks", "ThCtAB.Me"), ("tibial_cartilage", "moaks",
-                                      "ThCtAB.Me"), ("ultrasound_femoral_cartilage", "", "thickness")):
+                                      "ThCtAB.Me"), ("ultrasound_femoral_cartilage", None, "thickness")):
         means = {c["arm"]: c["measured_mean_delta"] for c in checks if c["structure"] == structure}
         if len(means) < 3:
             continue
         ordering[structure] = means[arm_names[0]] > means[arm_names[1]] > means[arm_names[2]]
         region = "mean" if structure.startswith("ultrasound") else "all"
-        key = next((r for r in contrasts if r["structure"] == structure and r["scheme"] == scheme
+        key = next((r for r in contrasts if r["structure"] == structure and scheme in (None, r["scheme"])
                     and r["region"] == region and r["metric"] == metric
                     and {r["arm_a"], r["arm_b"]} == {arm_names[0], arm_names[2]}), None)
         print(f"{structure}: ordering {' > '.join(arm_names)}: {'yes' if ordering[structure] else 'NO'}")
@@ -184,8 +192,8 @@ def main() -> None:
         versus[structure] = {k: key[k] for k in ("arm_a", "arm_b", "ancova_diff_a_minus_b", "ancova_ci95_low",
                                                  "ancova_ci95_high", "p_ancova", "p_welch", "p_mannwhitney")}
         print(f"  {arm_names[0]} vs {arm_names[2]}: ANCOVA difference {sign * float(key['ancova_diff_a_minus_b']):+.4f}"
-              f" mm (95 % CI {ci[0]:+.4f} to {ci[1]:+.4f}), p = {float(key['p_ancova']):.2e}; Welch p = "
-              f"{float(key['p_welch']):.2e}; Mann-Whitney p = {float(key['p_mannwhitney']):.2e}")
+              f" mm (95 % CI {ci[0]:+.4f} to {ci[1]:+.4f}), p = {key['p_ancova']}; Welch p = {key['p_welch']}; "
+              f"Mann-Whitney p = {key['p_mannwhitney']}")
     (root / "bench_cohort.json").write_text(json.dumps({
         "python": platform.python_version(), "subjects": len(plans), "scale": args.scale, "workers": args.workers,
         "us": us_note, "stage_seconds": stages, "total_seconds": total, "checks": checks, "ordering": ordering,

@@ -163,6 +163,8 @@ def run_cohort(allocation_csv: Path, results_dir: Path, out_dir: Path, *, arms: 
     for table in (result.arm_rows, result.contrast_rows, result.grade_rows):
         for row in table:  # undefined statistics are empty cells, not "nan"
             row.update({k: None for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)})
+            # p-values with significant digits (the CSV writer rounds floats to 6 decimals: p < 5e-7 would read 0)
+            row.update({k: f"{v:.3g}" for k, v in row.items() if k.startswith("p_") and isinstance(v, float)})
     write_rows_csv(result.arm_rows, out_dir / "cohort.csv", columns=ARM_COLUMNS)
     write_rows_csv(result.contrast_rows, out_dir / "contrasts.csv", columns=CONTRAST_COLUMNS)
     write_rows_csv(result.transition_rows, out_dir / "transitions.csv", columns=TRANSITION_COLUMNS)
