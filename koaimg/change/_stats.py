@@ -18,6 +18,8 @@ from itertools import combinations
 
 import numpy as np
 
+from ..core import KoaimgError
+
 ENDPOINT_KEYS = ("modality", "structure", "scheme", "region", "metric")
 GRADE_METRICS = ("moaks_any_loss_grade", "moaks_full_thickness_grade")
 ARM_COLUMNS = ("modality", "structure", "scheme", "region", "metric", "unit", "arm", "n_randomised", "n_analysed",
@@ -34,6 +36,12 @@ TRANSITION_COLUMNS = ("arm", "region", "item", "baseline_grade", "followup_grade
 DEFAULT_METRICS = ("ThCtAB.Me", "ThCcAB.Me", "VC", "dAB%", "any_loss_area%", "full_thickness_area%", "thickness")
 #: thickness endpoints whose within-arm SRM above this over 6 months is implausible biology (domain-specs §6.4)
 SRM_FLAG = 1.0
+
+
+class StatsDependencyError(KoaimgError, ImportError):
+    """The cohort statistics need the ``stats`` extra (statsmodels)."""
+
+    code = "missing_dependency"
 
 
 @dataclass
@@ -129,7 +137,11 @@ def _arm_row(endpoint: dict, arm: str, n_randomised: int, data: list[dict]) -> d
 
 def _ancova(data: dict[str, list[dict]], arms: list[str]) -> dict[tuple[str, str], tuple] | None:
     """follow-up ~ baseline + arm; adjusted difference, CI and p for each pair of arms."""
-    import statsmodels.api as sm
+    try:
+        import statsmodels.api as sm
+    except ImportError:
+        raise StatsDependencyError("statsmodels is not installed: the between-arm ANCOVA needs it",
+                                   hint="pip install 'koaimg[stats]'") from None
 
     rows = [(arm, x["baseline"], x["followup"]) for arm in arms for x in data.get(arm, [])
             if math.isfinite(x["baseline"]) and math.isfinite(x["followup"])]
