@@ -189,7 +189,7 @@ def measure_knee(labels: LabelVolume, *, side: KneeSide | str | None = None,
                           None if tib is None else tib.points[~tib.denuded])
     measured: dict[str, PlateMeasurement] = {}
     graded_rows: list[dict] = []
-    notes: list[str] = []
+    notes: list[str] = [note for result in results.values() for note in result.notes]
     for plate, result in results.items():
         if plate == "femur":
             regions, names = femur_regions(frame, result.points), MOAKS_REGIONS[:6]

@@ -18,7 +18,7 @@ it agrees with the normal method away from walls and is shorter next to plate ed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -50,6 +50,9 @@ FLAG_NO_SURFACE = 4
 #: the normal ray left the cartilage through a side wall (plate edge, lesion wall), not the articular surface: its
 #: value was replaced from neighbouring top-surface exits
 FLAG_WALL_EXIT = 8
+#: the ray reached the edge of the image before leaving the cartilage: the articular surface is outside the field of
+#: view, so there is no thickness to report (NaN)
+FLAG_OUTSIDE_FOV = 16
 #: exits whose surface normal is more than this from the ray are side walls (cos 60 deg)
 WALL_COS = 0.7
 
@@ -84,6 +87,8 @@ class ThicknessResult:
     shape: tuple[int, int, int]
     #: (N,) mm from each point to the nearest bare bone surface outside the plate (lesions are not edges)
     edge_distance: np.ndarray | None = None
+    #: what a reader of the numbers must know (e.g. the plate is cut by the field of view)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_flagged(self) -> int:
@@ -192,6 +197,15 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
         # the same one-voxel blur as the bone surface, whose corners are gone
         smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
         thickness = _nearest_thickness(bone_field, smooth_union, cart, out[:, :3], spacing, labels.affine)
+    exit_full = out[:, :3] + np.array(crop.lo) + (np.maximum(thickness, 0.0)[:, None] * out[:, 3:6]) @ jinv.T
+    grid_hi = np.array(labels.spatial_shape) - 1.0
+    at_edge = (thickness > 0) & (np.any(exit_full < 0.5, axis=1) | np.any(exit_full > grid_hi - 0.5, axis=1))
+    flags[at_edge] |= FLAG_OUTSIDE_FOV
+    thickness[at_edge] = np.nan
+    notes = []
+    if _touches_border(cart_full):
+        notes.append(f"{cart_label.key.replace('_', ' ')} reaches the edge of the field of view: the plate is cut, "
+                     "its values cover only the imaged part")
     missing = (thickness < 0) & ~denuded
     flags[missing] |= FLAG_NO_SURFACE
     thickness[missing] = np.nan
@@ -223,7 +237,12 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     return ThicknessResult(plate=plate, structure=cart_label, method=method, ijk=ijk_full[keep].astype(np.int32),
                            points=points[keep], normals=out[keep, 3:6].copy(), thickness=thickness[keep],
                            denuded=denuded[keep], area=area, flags=flags[keep], affine=labels.affine.copy(),
-                           shape=labels.spatial_shape, edge_distance=edge_distance[keep])
+                           shape=labels.spatial_shape, edge_distance=edge_distance[keep], notes=notes)
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    """True when any voxel of ``mask`` lies on a face of the array."""
+    return bool(mask[[0, -1]].any() or mask[:, [0, -1]].any() or mask[:, :, [0, -1]].any())
 
 
 def _wall_exits(field: np.ndarray, out: np.ndarray, thickness: np.ndarray, jinv: np.ndarray) -> np.ndarray:

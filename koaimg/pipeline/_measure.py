@@ -112,6 +112,11 @@ def measure_file(labels_path: Path, out: Path, *, preset: str = "koaimg", mappin
     if not set(schemes) <= set(SCHEMES):
         raise OptionError(f"unknown subregion scheme {scheme!r}", hint="use moaks, wirth-eckstein or all")
     measurement = measure_knee(labels, side=chosen_side, method=method, schemes=schemes)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "labels.nii.gz"
+    if not (target.exists() and target.resolve() == labels_path.resolve()):
+        # the scan folder is self-contained (DESIGN.md): the label map measured, in koaimg's schema
+        write_volume(labels, target)
     write_measurement(measurement, labels, out, subject=subject, visit=visit,
                       inputs={str(labels_path.name): _sha256(labels_path)},
                       config={"preset": preset, "method": method, "scheme": scheme, "side": measurement.side.value,
