@@ -292,3 +292,17 @@ def test_recover_tidies_an_interrupted_swap(tmp_path):
     assert sorted(p.name for p in visit.iterdir()) == ["MR", "US"]
     assert not any((visit / "US").iterdir())
     assert any("restored" in a for a in actions)
+
+
+@pytest.mark.slow
+def test_segmentation_model_is_used_without_labels(mr_trial, tmp_path):
+    """No label maps given: the shipped segmentation bundle segments, and its version is recorded."""
+    from koaimg.pipeline._batch import _model_status
+
+    usable, reason, version = _model_status(None)
+    if not usable:
+        pytest.skip(f"no usable segmentation model: {reason}")
+    summary = run_study(mr_trial / "KOA-001", tmp_path / "out", _opts(command="run", cohort=False))
+    seg = next(r for r in summary.records if r.unit == "KOA-001/baseline/MR" and r.stage == "segment")
+    assert seg.status == "done" and seg.info["labels"] == "model" and seg.versions["model"] == version
+    assert _status(summary)[("KOA-001/baseline/MR", "measure")] in ("done", "failed")
