@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 from koaimg.core import KneeSide, LabelSchemaError, LabelVolume, LateralityError, Structure
 from koaimg.measure import cartilage_thickness, measure_knee
 from koaimg.measure._regions_we import FEMUR_SUBREGIONS, TIBIA_SUBREGIONS
-from koaimg.measure._thickness import FLAG_WALL_EXIT
+from koaimg.measure._thickness import FLAG_OUTSIDE_FOV, FLAG_WALL_EXIT
 from koaimg.synth import Acquisition, Defect, KneeAnatomy, Pose, make_knee_phantom, surface_mesh
 from koaimg.synth._knee_phantom import world_from_knee
 from koaimg.synth._knee_sdf import foot_points
@@ -167,6 +167,17 @@ def test_nearest_method_is_a_lower_bound_cross_check(phantom):
     # both surfaces are sub-voxel, so away from walls the independent method agrees to a few hundredths of a mm
     assert abs(np.median(b[interior] - a[interior])) < 0.05
     assert np.corrcoef(a[interior], b[interior])[0, 1] > 0.9
+
+
+def test_plate_cut_by_the_field_of_view_is_noted_and_not_measured_past_the_edge(phantom):
+    cart = np.argwhere(phantom.labels.array == int(Structure.FEMORAL_CARTILAGE))
+    end = int(cart[:, 0].max()) - 10  # drop the last slices along the first axis: the plate now runs off the image
+    cut = LabelVolume(phantom.labels.array[:end].copy(), phantom.labels.affine, phantom.labels.meta)
+    result = cartilage_thickness(cut)
+    assert any("field of view" in note for note in result.notes)
+    at_edge = (result.flags & FLAG_OUTSIDE_FOV) > 0
+    assert at_edge.any() and np.isnan(result.thickness[at_edge]).all()
+    assert not cartilage_thickness(phantom.labels).notes
 
 
 def test_refusals(phantom):
