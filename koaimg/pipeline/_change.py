@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -186,7 +187,10 @@ def run_change(baseline: Path, followup: Path, out_dir: Path, *, subject: str = 
         check_pair(VisitIdentity(modality=modality), VisitIdentity(modality=_modality(followup)),
                    on_mismatch="refuse", where=followup)
     provenance = {"koaimg": __version__, "python": platform.python_version(), "modality": modality,
-                  "baseline": str(baseline), "followup": str(followup), "baseline_visit": baseline_visit,
+                  # relative to the pair folder: absolute paths can carry user or patient names, and would make
+                  # the file differ between two copies of the same results
+                  "baseline": os.path.relpath(baseline, out_dir), "followup": os.path.relpath(followup, out_dir),
+                  "baseline_visit": baseline_visit,
                   "followup_visit": followup_visit, "precision": precision.describe(),
                   "sign": "delta = follow-up - baseline; positive thickness delta = thickening; names ending in "
                           "_pos_worse: positive = worse"}
