@@ -92,7 +92,8 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
     xs, ys = [], []
     for _ in range(args.batch):
         src = real if rng.random() < args.real_fraction else pool.items[int(rng.integers(n))]
-        img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing)
+        img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
+                                 cartilage_focus=args.cartilage_focus)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -227,6 +228,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KOAIMG_TRAIN_THREADS", "1")))
     ap.add_argument("--real-fraction", type=float, default=0.35)
+    ap.add_argument("--cartilage-focus", type=float, default=0.75,
+                    help="share of patches centred on cartilage (the rest on any labelled voxel)")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=40)
     ap.add_argument("--pool-max", type=int, default=60)
