@@ -111,6 +111,10 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
                 probs[s][:, :, k0:k1] = slab[int(s)].numpy()
     t3 = time.perf_counter()
     found = field_of_view_warnings(labels, volume.affine, raw)
+    status = str(b.metadata.get("koaimg_status", ""))
+    if status and status != "validated":
+        # a model below its accuracy targets must never pass for a finished one: every result says so
+        found = [f"segmentation model {b.version}: {status}", *found]
     if b.postprocessing.get("keep_largest_component", True):
         labels = clean_labels(labels, volume.voxel_volume_mm3 / 1000.0)
     if not labels.any() and not any("empty" in w or "no knee" in w for w in found):
