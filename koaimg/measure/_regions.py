@@ -181,17 +181,24 @@ def femur_regions(frame: KneeFrame, points_ras: np.ndarray) -> np.ndarray:
     return out
 
 
-def tibia_regions(frame: KneeFrame, points_ras: np.ndarray, normals_ras: np.ndarray) -> np.ndarray:
-    """MOAKS tibial subregions: each plateau in anterior / central / posterior thirds of its AP extent, measured
-    along the plateau's own AP axis (perpendicular to its mean normal), so knee flexion does not skew them."""
-    p = frame.apply(points_ras)
-    n = frame.direction(normals_ras)
-    up = n.mean(axis=0)
+def plateau_axes(frame: KneeFrame, normals_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tibial plateau's own lateral and anterior unit axes in the frame (perpendicular to its mean normal), so
+    knee flexion does not skew tibial subregions."""
+    up = frame.direction(normals_ras).mean(axis=0)
     up /= np.linalg.norm(up)
     ap = np.cross(up, np.array([1.0, 0.0, 0.0]))
     ap /= np.linalg.norm(ap)
     if ap[1] < 0:
         ap = -ap
+    ml = np.cross(ap, up)
+    return (ml if ml[0] >= 0 else -ml), ap
+
+
+def tibia_regions(frame: KneeFrame, points_ras: np.ndarray, normals_ras: np.ndarray) -> np.ndarray:
+    """MOAKS tibial subregions: each plateau in anterior / central / posterior thirds of its AP extent, measured
+    along the plateau's own AP axis (perpendicular to its mean normal), so knee flexion does not skew them."""
+    p = frame.apply(points_ras)
+    _, ap = plateau_axes(frame, normals_ras)
     lateral = p[:, 0] > frame.notch_x
     out = np.empty(len(p), dtype="<U3")
     coord = p @ ap

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._regions import KneeFrame
+from ._regions import KneeFrame, plateau_axes
 
 #: weight-bearing fraction of the notch -> posterior condyle distance (Wirth & Eckstein 2008)
 CENTRAL_FRACTION = 0.60
@@ -90,16 +90,7 @@ def tibia_regions_we(frame: KneeFrame, points_ras: np.ndarray, normals_ras: np.n
                      area: np.ndarray) -> np.ndarray:
     """Wirth–Eckstein tibial subregion per point: central ellipse with 20 % of each plateau's tAB, then ±45° sectors."""
     p = frame.apply(points_ras)
-    n = frame.direction(normals_ras)
-    up = n.mean(axis=0)
-    up /= np.linalg.norm(up)
-    ap = np.cross(up, np.array([1.0, 0.0, 0.0]))
-    ap /= np.linalg.norm(ap)
-    if ap[1] < 0:
-        ap = -ap
-    ml = np.cross(ap, up)
-    if ml[0] < 0:
-        ml = -ml
+    ml, ap = plateau_axes(frame, normals_ras)
     u_all, v_all = p @ ml, p @ ap
     lateral = p[:, 0] > frame.notch_x
     out = np.full(len(p), "", dtype="<U4")
