@@ -188,14 +188,14 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     jinv = np.ascontiguousarray(np.linalg.inv(jac))
     out = _run_kernel(device, bone_field, union_field, seeds.astype(np.float64), jac, jinv, normal_field,
                       max_mm + 1.0)
+    # the outer surface's shape (side-wall test, nearest articular point) needs a field without a voxel staircase:
+    # for binary labels the same one-voxel blur as the bone surface; probability maps are smooth already
+    smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
     flags = np.zeros(len(seeds), np.uint8)
     flags[out[:, 7] == 0] |= FLAG_PROJECTION
     thickness = out[:, 6].copy()
     denuded = holes[tuple(seeds.T)]
     if method == "nearest":
-        # a nearest point finds the closest corner of a staircase: for binary labels take the outer surface from
-        # the same one-voxel blur as the bone surface, whose corners are gone
-        smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
         thickness = _nearest_thickness(bone_field, smooth_union, cart, out[:, :3], spacing, labels.affine)
     exit_full = out[:, :3] + np.array(crop.lo) + (np.maximum(thickness, 0.0)[:, None] * out[:, 3:6]) @ jinv.T
     grid_hi = np.array(labels.spatial_shape) - 1.0
@@ -225,7 +225,6 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     beyond = bare_ray & ~rim
     cover_field = (np.asarray(p_cart, dtype=np.float32)[sl] if p_cart is not None else cart.astype(np.float32))
     if method == "normal":
-        smooth_union = union_field if p_cart is not None else smooth_indicator(bone | cart, spacing, BINARY_SIGMA_MM)
         wall = _wall_exits(smooth_union, out, thickness, jinv) & ~denuded & ~beyond
         flags[wall] |= FLAG_WALL_EXIT
         thickness = _fill_from_top_surface(points, thickness, wall, ~denuded & ~beyond & ~wall & np.isfinite(thickness))
