@@ -4,7 +4,9 @@
     python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
 
 Every sample is a pure function of (seed, step), the phantom pool of (seed, index): a run resumed from
-``OUT/last.pt`` continues exactly where it stopped. Training sources are MIT-licensed or procedural only
+``OUT/last.pt`` continues exactly where it stopped. ``OUT`` is gitignored and does not survive a fresh checkout, so
+without ``last.pt`` training starts from the shipped bundle's weights at its recorded step (a fresh optimizer; the
+bundle is the checkpoint that travels between sessions); ``--fresh`` starts from random weights. Training sources are MIT-licensed or procedural only
 (``pymskt_dess_labels`` and ``koaimg.synth`` phantoms); ``woo_oai_labels`` never enter this script.
 """
 
@@ -130,6 +132,15 @@ def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -
     return {name: float(2 * inter[c] / total[c]) if total[c] else float("nan") for c, name in enumerate(NAMES, 1)}
 
 
+def init_from_bundle(net: torch.nn.Module) -> tuple[int, float, float]:
+    """Load the shipped weights (float16 on disk) and the step, score and CPU time the bundle records."""
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    record = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["training"]
+    score = float(np.nanmean(list(record["validation_dice_patches"].values())))
+    return int(record["steps"]), score, float(record["cpu_hours"]) * 3600
+
+
 def save(path: Path, obj: dict) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -151,6 +162,9 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(ck["optimizer"])
         step, best, seconds = ck["step"], ck["best"], ck.get("train_seconds", 0.0)
         log({"event": "resume", "step": step, "best": best})
+    elif not args.fresh:
+        step, best, seconds = init_from_bundle(net)
+        log({"event": "init_from_bundle", "step": step, "best": best})
     for group in opt.param_groups:
         group["lr"] = args.lr
     real = LabelSource(read_labels(REAL_MAP, preset="pymskt"), "pymskt_dess_labels")
