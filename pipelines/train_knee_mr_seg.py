@@ -6,8 +6,9 @@
 Every sample is a pure function of (seed, step), the phantom pool of (seed, index): a run resumed from
 ``OUT/last.pt`` continues exactly where it stopped. ``OUT`` is gitignored and does not survive a fresh checkout, so
 without ``last.pt`` training starts from the shipped bundle's weights at its recorded step (a fresh optimizer; the
-bundle is the checkpoint that travels between sessions); ``--fresh`` starts from random weights. Training sources are MIT-licensed or procedural only
-(``pymskt_dess_labels`` and ``koaimg.synth`` phantoms); ``woo_oai_labels`` never enter this script.
+bundle is the checkpoint that travels between sessions); ``--fresh`` starts from random weights. Training sources
+are MIT-licensed or procedural only (``pymskt_dess_labels`` and ``koaimg.synth`` phantoms); ``woo_oai_labels``
+never enter this script.
 """
 
 from __future__ import annotations

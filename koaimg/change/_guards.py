@@ -12,14 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import KoaimgError
-
-
-class PairMismatchError(KoaimgError, ValueError):
-    """Baseline and follow-up cannot be compared: different subject, knee side, modality, sequence or voxel size."""
-
-    code = "pair_mismatch"
-
+from ..core import PairMismatchError
 
 #: relative voxel-size difference (per axis) beyond which two visits are not the same acquisition
 VOXEL_TOLERANCE = 0.05

@@ -121,6 +121,12 @@ class OptionError(KoaimgError, ValueError):
     code = "bad_option"
 
 
+class PairMismatchError(KoaimgError, ValueError):
+    """Baseline and follow-up cannot be compared: different subject, knee side, modality, sequence or voxel size."""
+
+    code = "pair_mismatch"
+
+
 class UltrasoundContentError(KoaimgError, ValueError):
     """A calibrated ultrasound frame does not show a measurable femoral cartilage view (no bone line, no groove)."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from koaimg.change._guards import PairMismatchError, VisitIdentity, check_pair
+from koaimg.change._guards import VisitIdentity, check_pair
 from koaimg.change._ultrasound import compare_ultrasound
-from koaimg.core import KoaimgError
+from koaimg.core import KoaimgError, PairMismatchError
 
 SAME = VisitIdentity(subject="KOA-001", side="right", modality="MR", sequence="SAG 3D DESS",
                      spacing=(0.365, 0.365, 0.7))

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from koaimg.change import CHANGE_COLUMNS
-from koaimg.change._guards import PairMismatchError
 from koaimg.cli import app
 from koaimg.cli._app import _register
+from koaimg.core import PairMismatchError
 from koaimg.io import read_image, write_volume
 from koaimg.pipeline import run_change
 from koaimg.pipeline._measure import measure_file
