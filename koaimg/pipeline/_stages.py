@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..core import KoaimgError
 from ..io._atomic import _UMASK
+from ._locks import carry_reviews, unit_lock
 from ._manifest import DONE, FAILED, SKIPPED, UNAVAILABLE, StageRecord
 
 SCAN_STAGES = {"MR": ("ingest", "segment", "measure", "report", "dicom"),
@@ -221,15 +222,20 @@ def recover(out_root: str | Path) -> list[str]:
 
 
 def _swap(staging: Path, final: Path) -> None:
-    """Put ``staging`` in place of ``final`` with renames only (no copying, no half state visible as ``final``)."""
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{staging.name.rsplit('-', 1)[-1]}"
-        os.rename(final, old)
-        crash_point("mid_swap")
-        os.rename(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, final)
+    """Put ``staging`` in place of ``final`` with renames only (no half state visible as ``final``).
+
+    Under the unit lock, with the QA app's corrections stored since the job copied the folder carried over first.
+    """
+    with unit_lock(final):
+        if final.exists():
+            carry_reviews(final, staging)
+            old = final.parent / f".{final.name}.old-{staging.name.rsplit('-', 1)[-1]}"
+            os.rename(final, old)
+            crash_point("mid_swap")
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)
     with contextlib.suppress(OSError):
         fd = os.open(final.parent, os.O_RDONLY)
         try:

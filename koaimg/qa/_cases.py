@@ -14,6 +14,8 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..pipeline._locks import REVIEW_DIR
+
 #: a folder name the server accepts as a pseudonym, visit or modality (no separators, no dots at the start)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: case ids: ``subject~visit~modality``, ``subject~change_bl_fu`` or ``subject~change_bl_fu~modality``
@@ -47,8 +49,9 @@ PAIR_FILES = {
     "report": ("report.html",),
     "qa_flags": ("qa_flags.json",),
 }
-#: where corrected versions live inside a case folder (``corrected/v1``, ``corrected/v2`` ...)
-CORRECTED_DIR = "corrected"
+#: where corrected versions live inside a case folder (``corrected/v1``, ``corrected/v2`` ...); batch re-runs of the
+#: unit carry them over (``pipeline._locks``)
+CORRECTED_DIR = REVIEW_DIR
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,17 @@ def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base
 
     The folder is built under a temporary name and renamed into place, so it is either complete or absent.
     """
+    from ..pipeline._locks import unit_lock
+
+    with unit_lock(case.folder):  # a batch re-run of this unit swaps its folder only after carrying this version over
+        return _store_correction(case, labels, affine, base_version=base_version, last_version=last_version,
+                                 reviewer=reviewer, source=source, upload_sha256=upload_sha256, comment=comment,
+                                 report=report)
+
+
+def _store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base_version: int, last_version: int,
+                      reviewer: str, source: str, upload_sha256: str, comment: str, report: bool
+                      ) -> tuple[int, dict]:
     from ..pipeline._measure import measure_file
 
     root = case.folder / CORRECTED_DIR
@@ -157,9 +168,12 @@ def _plate_mean(measurement, plate: str) -> float | None:
 
 def discard_version(case: Case, version: int) -> None:
     """Remove a version folder that never became part of the record (its write lost a version race)."""
+    from ..pipeline._locks import unit_lock
+
     folder = version_folder(case, version)
     if version > 0 and folder.parent.name == CORRECTED_DIR:
-        shutil.rmtree(folder, ignore_errors=True)
+        with unit_lock(case.folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -155,7 +155,7 @@ def test_full_disk_fails_cleanly_and_resumes(mr_trial, tmp_path, tools, monkeypa
     assert summary.exit_code == 1
     assert not tools.leftovers(out), "no temp files or staging folders after a failed write"
     for folder in (out / "KOA-001").rglob("*"):
-        if folder.is_file():
+        if folder.is_file() and not folder.name.startswith(".koaimg-"):  # unit lock files are empty by design
             assert folder.stat().st_size > 0
     assert not list(out.rglob("measures.csv")), "a stage that failed to write leaves none of its files"
     resumed = run_study(mr_trial / "KOA-001", out, _opts(command="run", cohort=False, resume=True),
@@ -306,3 +306,35 @@ def test_segmentation_model_is_used_without_labels(mr_trial, tmp_path):
     seg = next(r for r in summary.records if r.unit == "KOA-001/baseline/MR" and r.stage == "segment")
     assert seg.status == "done" and seg.info["labels"] == "model" and seg.versions["model"] == version
     assert _status(summary)[("KOA-001/baseline/MR", "measure")] in ("done", "failed")
+
+
+def test_a_correction_stored_during_a_rerun_of_its_unit_survives_the_swap(mr_trial, tmp_path, monkeypatch, tools):
+    """The QA app may store a corrected version while a batch job rebuilds that unit; the swap must keep it."""
+    from koaimg.pipeline._locks import unit_lock
+
+    out = tmp_path / "out"
+    opts = dict(command="run", cohort=False)
+    run_study(mr_trial / "KOA-001", out, _opts(**opts), labels_dir=mr_trial / "ground_truth")
+    unit = out / "KOA-001" / "baseline" / "MR"
+    (unit / "corrected" / "v1").mkdir(parents=True)
+    (unit / "corrected" / "v1" / "labels.nii.gz").write_bytes(b"v1")  # stored before the re-run: copied with the unit
+
+    real_crash_point = stages.crash_point
+
+    arrived = []
+
+    def review_arrives(name: str) -> None:  # once, after the job copied the unit, before its swap
+        if name == "stage:measure" and not arrived and any(unit.parent.glob(".MR.staging-*")):
+            with unit_lock(unit):
+                (unit / "corrected" / "v2").mkdir()
+                (unit / "corrected" / "v2" / "labels.nii.gz").write_bytes(b"v2")
+            arrived.append(name)
+        real_crash_point(name)
+
+    monkeypatch.setattr(stages, "crash_point", review_arrives)
+    run_study(mr_trial / "KOA-001", out, _opts(**opts, resume=True, force=("measure",)),
+              labels_dir=mr_trial / "ground_truth")
+    assert arrived, "the correction was stored while the unit's job was running"
+    assert (unit / "corrected" / "v1" / "labels.nii.gz").read_bytes() == b"v1"
+    assert (unit / "corrected" / "v2" / "labels.nii.gz").read_bytes() == b"v2"
+    assert (unit / "measures.csv").is_file() and not tools.leftovers(out)
