@@ -75,9 +75,15 @@ def cohort_cmd(out: Path = typer.Argument(..., help="Output folder (a trial-like
                                                     help="Subjects per arm (default: the published 24/24/25)."),
                scale: float = typer.Option(3.0, "--scale", help="MR grid reduction (DESS voxels per axis / scale)."),
                no_us: bool = typer.Option(False, "--no-us", help="MR only."),
-               workers: int = typer.Option(1, "--workers", help="Processes.")) -> None:
+               workers: int = typer.Option(1, "--workers", help="Processes."),
+               with_labels: bool = typer.Option(
+                   False, "--with-labels",
+                   help="Also write each MR scan's true label map under ground_truth/ (for `koaimg batch "
+                        "--labels-dir OUT/ground_truth`, no segmentation model needed).")) -> None:
     """Simulated trial: two-dose AdMSC, single-dose AdMSC and HA arms, baseline and 6-month MR + US."""
     from ..pipeline._synth import synth_cohort
 
-    path = synth_cohort(out, seed=seed, n_per_arm=n_per_arm, scale=scale, with_us=not no_us, workers=workers)
-    typer.echo(f"wrote {path} (allocation.csv, ground_truth/)")
+    path = synth_cohort(out, seed=seed, n_per_arm=n_per_arm, scale=scale, with_us=not no_us, workers=workers,
+                        with_labels=with_labels)
+    extra = ", MR label maps" if with_labels else ""
+    typer.echo(f"wrote {path} (allocation.csv, ground_truth/{extra})")

@@ -106,7 +106,7 @@ def synth_us(out: Path, *, seed: int = 0, side: str = "right", frames: int = 8, 
 
 
 def synth_cohort(out: Path, *, seed: int = 0, n_per_arm: int | None = None, scale: float = 3.0,
-                 with_us: bool = True, workers: int = 1) -> Path:
+                 with_us: bool = True, workers: int = 1, with_labels: bool = False) -> Path:
     """The simulated trial (default: the published phase IIb design) exported like a real trial."""
     from dataclasses import replace
 
@@ -115,4 +115,5 @@ def synth_cohort(out: Path, *, seed: int = 0, n_per_arm: int | None = None, scal
     arms = DEFAULT_ARMS if n_per_arm is None else tuple(replace(a, n=n_per_arm) for a in DEFAULT_ARMS)
     if any(a.n < 1 for a in arms):
         raise SynthOptionError("each arm needs at least one subject")
-    return write_cohort(out, arms, seed=seed, mr_scale=scale, with_us=with_us, workers=workers)
+    return write_cohort(out, arms, seed=seed, mr_scale=scale, with_us=with_us, workers=workers,
+                        with_labels=with_labels)

@@ -158,24 +158,28 @@ def _csv(rows: list[dict]) -> bytes:
 
 
 def write_cohort(out: str | Path, arms: tuple[Arm, ...] = DEFAULT_ARMS, *, seed: int = 0, mr_scale: float = 3.0,
-                 with_us: bool = True, workers: int = 1) -> Path:
+                 with_us: bool = True, workers: int = 1, with_labels: bool = False) -> Path:
     """Write the whole simulated trial: scans per subject/visit/modality, ``allocation.csv`` and the truth.
 
     Layout: ``OUT/<subject>/<visit>/{MR,US}/`` (DICOM only, as a trial export), ``OUT/allocation.csv`` (subject, arm),
     ``OUT/ground_truth/`` (per-subject phantom truth, ``subjects.csv`` with each subject's drawn effects,
-    ``truth.csv`` tidy per-subject per-region true values and ``design.json``).
+    ``truth.csv`` tidy per-subject per-region true values and ``design.json``). ``with_labels`` adds each MR scan's
+    true label map (``ground_truth/<subject>/<visit>/MR/labels.nii.gz``, what ``koaimg batch --labels-dir`` reads),
+    so the trial can be run end to end without a segmentation model.
     """
+    truth_formats = ("labels",) if with_labels else ()
     out = Path(out)
     plans = plan_cohort(arms, seed=seed)
     rows: list[dict] = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(make_subject, plan, out, mr_scale=mr_scale, with_us=with_us) for plan in plans]
+            futures = [pool.submit(make_subject, plan, out, mr_scale=mr_scale, with_us=with_us,
+                                       truth_formats=truth_formats) for plan in plans]
             for future in futures:
                 rows.extend(future.result())
     else:
         for plan in plans:
-            rows.extend(make_subject(plan, out, mr_scale=mr_scale, with_us=with_us))
+            rows.extend(make_subject(plan, out, mr_scale=mr_scale, with_us=with_us, truth_formats=truth_formats))
     atomic_write_bytes(out / "allocation.csv", _csv([{"subject": p.subject, "arm": p.arm} for p in plans]))
     truth = out / "ground_truth"
     atomic_write_bytes(truth / "subjects.csv", _csv([
@@ -185,5 +189,6 @@ def write_cohort(out: str | Path, arms: tuple[Arm, ...] = DEFAULT_ARMS, *, seed:
     atomic_write_bytes(truth / "truth.csv", _csv(rows))
     atomic_write_text(truth / "design.json", json.dumps({"arms": [asdict(a) for a in arms], "seed": seed,
                                                          "mr_scale": mr_scale, "with_us": with_us,
+                                                         "with_labels": with_labels,
                                                          "visits": list(VISITS)}, indent=2))
     return out

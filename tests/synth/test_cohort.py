@@ -4,6 +4,7 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from koaimg.io import discover
@@ -43,3 +44,24 @@ def test_small_cohort_export(tmp_path):
     subjects = {r["subject"]: r for r in _rows(out / "ground_truth" / "subjects.csv")}
     for row in us:
         assert float(row["delta"]) == pytest.approx(float(subjects[row["subject"]]["us_delta_mm"]), abs=1e-5)
+
+
+def test_synth_cohort_cli_writes_true_label_maps_on_request(tmp_path):
+    """``--with-labels``: the trial runs end to end from label maps (``koaimg batch --labels-dir``)."""
+    from typer.testing import CliRunner
+
+    from koaimg.cli import app
+    from koaimg.cli._app import _register
+    from koaimg.io import read_labels
+
+    _register()
+    out = tmp_path / "trial"
+    result = CliRunner().invoke(app, ["synth", "cohort", str(out), "--n-per-arm", "1", "--scale", "8", "--no-us",
+                                      "--with-labels"])
+    assert result.exit_code == 0, result.output
+    subjects = [r["subject"] for r in _rows(out / "allocation.csv")]
+    for subject in subjects:
+        for visit in ("baseline", "month6"):
+            labels = read_labels(out / "ground_truth" / subject / visit / "MR" / "labels.nii.gz")
+            assert {1, 2, 3, 4, 5, 6} <= set(np.unique(labels.array).tolist())
+    assert not any((out / "ground_truth").rglob("*.dcm"))
