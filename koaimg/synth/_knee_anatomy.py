@@ -36,6 +36,14 @@ def _rot_x(deg: float) -> np.ndarray:
     return out
 
 
+def _rot_z(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    out = np.eye(4)
+    out[:2, :2] = [[c, -s], [s, c]]
+    return out
+
+
 def _translate(x: float, y: float, z: float) -> np.ndarray:
     out = np.eye(4)
     out[:3, 3] = (x, y, z)
@@ -94,6 +102,9 @@ class KneeAnatomy:
     shaft_r: float = 13.0
     flexion_deg: float = 10.0
     clearance_mm: float = 0.8
+    #: patellar tilt in the axial plane (about the knee's long axis); real patellae sit tilted a few degrees, and an
+    #: untilted phantom puts its flat bone face exactly on a grid plane, where binary labels lose the sub-voxel position
+    patella_tilt_deg: float = 6.0
     # thickness field (mm)
     h_trochlea: float = 2.6
     h_central_medial: float = 2.3
@@ -165,7 +176,7 @@ class KneeAnatomy:
         ridge_front = s * (self.trochlea_y + np.sqrt(self.trochlea_r**2 - 0.0))
         y = ridge_front + self.h_trochlea + 0.6 + self.bump_amplitude * 2.5 + self.h_patella + 0.8 + 0.8 + \
             self.clearance_mm + s * 8.0
-        return _translate(0.0, y, s * 0.62 * self.trochlea_top)
+        return _translate(0.0, y, s * 0.62 * self.trochlea_top) @ _rot_z(self.patella_tilt_deg)
 
     def femur_prims(self) -> np.ndarray:
         """Primitive rows of the femur (knee frame)."""
