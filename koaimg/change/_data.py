@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import KneeSide, LabelVolume
+from ..measure import FLAG_WALL_EXIT
 
 
 @dataclass
@@ -26,6 +27,15 @@ class PlatePoints:
     regions: dict[str, np.ndarray]
     ijk: np.ndarray | None = None
     normals: np.ndarray | None = None
+    #: measurement flags per point (``koaimg.measure`` FLAG_*); imputed values are not compared between visits
+    flags: np.ndarray | None = None
+
+    @property
+    def imputed(self) -> np.ndarray:
+        """(N,) bool: thickness filled from neighbours (a side-wall exit at a plate rim), not measured on the ray."""
+        if self.flags is None:
+            return np.zeros(len(self.points), bool)
+        return (np.asarray(self.flags, dtype=np.int64) & FLAG_WALL_EXIT) > 0
 
     def __post_init__(self) -> None:
         n = len(self.points)
@@ -79,7 +89,7 @@ def visit_from_measurement(measurement, labels: LabelVolume | None = None, *, su
             structure=r.structure.key, points=np.asarray(r.points, float), thickness=np.asarray(r.thickness, float),
             area=np.asarray(r.area, float), denuded=np.asarray(r.denuded, bool),
             regions={"moaks": np.asarray(plate.regions).astype(str)}, ijk=np.asarray(r.ijk),
-            normals=np.asarray(r.normals, float))
+            normals=np.asarray(r.normals, float), flags=np.asarray(r.flags))
         we = getattr(plate, "we_regions", None)
         if we is not None:
             plates[r.structure.key].regions["wirth-eckstein"] = np.asarray(we).astype(str)

@@ -8,9 +8,11 @@ from ._knee import METRIC_UNITS, REGION_CODE, SCHEMES, WE_REGION_CODE, KneeMeasu
 from ._moaks import expected_thickness, knee_summary, loss_masks
 from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
 from ._regions_we import WE_REGIONS, femur_regions_we, tibia_regions_we
-from ._thickness import PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
+from ._thickness import FLAG_OUTSIDE_FOV, FLAG_WALL_EXIT, PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
 
 __all__ = [
+    "FLAG_OUTSIDE_FOV",
+    "FLAG_WALL_EXIT",
     "METRIC_UNITS",
     "MOAKS_REGIONS",
     "PLATE_STRUCTURES",

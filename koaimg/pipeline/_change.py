@@ -94,8 +94,18 @@ def _plates_from_points(folder: Path) -> dict[str, PlatePoints]:
             thickness=np.array([float(r["thickness_mm"]) for r in sub]),
             area=np.array([float(r["area_mm2"]) for r in sub]),
             denuded=np.array([r["denuded"].strip().lower() == "true" for r in sub]),
-            regions=regions, ijk=np.array([[int(r["i"]), int(r["j"]), int(r["k"])] for r in sub]))
+            regions=regions, ijk=np.array([[int(r["i"]), int(r["j"]), int(r["k"])] for r in sub]),
+            # older outputs lack normals and flags: the transfer then mixes without the normal check
+            normals=_optional_columns(sub, ("nx", "ny", "nz"), float),
+            flags=_optional_columns(sub, ("flags",), int))
     return plates
+
+
+def _optional_columns(rows: list[dict], names: tuple[str, ...], kind: type) -> np.ndarray | None:
+    if not all(rows[0].get(n) not in (None, "") for n in names):
+        return None
+    values = np.array([[kind(float(r[n])) for n in names] for r in rows])
+    return values if len(names) > 1 else values[:, 0]
 
 
 def _we_codes(folder: Path, rows: list[dict]) -> np.ndarray | None:

@@ -78,7 +78,8 @@ def write_measurement(measurement: KneeMeasurement, labels: LabelVolume, out: Pa
                                "z_mm": float(r.points[n, 2]), "thickness_mm": float(r.thickness[n]),
                                "area_mm2": float(r.area[n]), "region": str(plate.regions[n]),
                                "denuded": bool(r.denuded[n]), "any_loss": bool(plate.any_loss[n]),
-                               "flags": int(r.flags[n])})
+                               "flags": int(r.flags[n]), "nx": round(float(r.normals[n, 0]), 5),
+                               "ny": round(float(r.normals[n, 1]), 5), "nz": round(float(r.normals[n, 2]), 5)})
     write_rows_csv(point_rows, out / "points.csv")
     moaks = {"side": measurement.side.value, "summary": measurement.summary, "notes": measurement.notes,
              "regions": {row["region"]: {k: row[k] for k in ("tAB", "any_loss_area%", "full_thickness_area%",

@@ -95,9 +95,14 @@ def test_ordered_values_and_scores(thickening):
     assert thick == pytest.approx(expected)
 
 
-def test_delta_points_cover_the_plates(thickening):
+def test_delta_points_cover_the_plates(thickening, thickening_pair):
+    """Every measured baseline point gets a Δ; rim points whose value was imputed (side-wall fill) get none."""
     for structure, delta in thickening.delta_points.items():
-        assert np.isfinite(delta).mean() > (0.9 if structure == "patellar_cartilage" else 0.97), structure
+        imputed = thickening_pair.baseline.plates[structure].imputed
+        assert imputed.mean() < 0.1, structure
+        assert np.isnan(delta[imputed]).all(), structure
+        measured = delta[~imputed]
+        assert np.isfinite(measured).mean() > (0.9 if structure == "patellar_cartilage" else 0.97), structure
 
 
 def test_score_helpers():

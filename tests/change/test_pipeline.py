@@ -142,3 +142,16 @@ def test_mr_and_ultrasound_share_the_pair_folder(scan_folders, tmp_path):
     assert {r["modality"] for r in rows} == {"MR", "US"}
     assert sum(r["modality"] == "US" for r in rows) == 4
     assert set(json.loads((out / "change.json").read_text())) == {"MR", "US"}
+
+
+def test_points_csv_round_trips_normals_and_flags(scan_folders, thickening_pair):
+    """The file path gives the change analysis what the in-memory path has: normals (no mixing across a notch wall)
+    and the imputed-value flags (rim fills are not compared)."""
+    from koaimg.pipeline._change import _plates_from_points
+
+    plates = _plates_from_points(scan_folders / "S1" / "baseline" / "MR")
+    memory = thickening_pair.baseline.plates
+    for structure, plate in plates.items():
+        assert plate.normals is not None and plate.flags is not None
+        np.testing.assert_allclose(plate.normals, memory[structure].normals, atol=1e-4)
+        np.testing.assert_array_equal(plate.imputed, memory[structure].imputed)
