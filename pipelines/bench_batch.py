@@ -5,6 +5,7 @@
                                                          # true label maps, as `koaimg batch --labels-dir` reads them)
     python pipelines/bench_batch.py --compare OUT --export DIR   # OUT/cohort/cohort.csv vs DIR/ground_truth
 
+Each worker count runs ``--repeats`` times (interleaved); the table shows the median run.
 Writes pipelines/out/bench_batch.json and prints a table. The "CPU stages" speed-up compares the wall time of the
 per-scan stages (everything before the pair/cohort stages) with 2 workers against 1 worker, both on the same export.
 """
@@ -21,6 +22,8 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from koaimg.io import atomic_write_bytes
 from koaimg.pipeline import RunOptions, run_batch
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=3.0)
     parser.add_argument("--gen-workers", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per worker count, interleaved (1, 2, 1, 2, ...); the median run is reported")
     parser.add_argument("--out", type=Path, default=Path("pipelines/out/bench_batch"))
     parser.add_argument("--compare", type=Path, help="a batch OUT to compare with --export's ground truth")
     args = parser.parse_args()
@@ -174,7 +179,19 @@ def main() -> None:
         if not (export / "allocation.csv").is_file():
             shutil.rmtree(export, ignore_errors=True)
             make_trial(export, n_per_arm=args.n_per_arm, scale=args.scale, workers=args.gen_workers)
-    results = [_time_run(export, args.out / f"run_w{w}", w) for w in args.workers]
+    runs: dict[int, list[dict]] = {w: [] for w in args.workers}
+    for _ in range(max(1, args.repeats)):  # interleaved, so a drift in machine load touches every worker count
+        for w in args.workers:
+            runs[w].append(_time_run(export, args.out / f"run_w{w}", w))
+    results = []
+    for w in args.workers:
+        ordered = sorted(runs[w], key=lambda r: r["wall_s"])
+        median = dict(ordered[len(ordered) // 2])
+        median["all_wall_s"] = [r["wall_s"] for r in runs[w]]
+        median["all_scan_stage_wall_s"] = [r["scan_stage_wall_s"] for r in runs[w]]
+        median["scan_stage_wall_s"] = float(np.median(median["all_scan_stage_wall_s"]))
+        median["scans_per_hour_scan_stages"] = round(median["n_scans"] / median["scan_stage_wall_s"] * 3600, 1)
+        results.append(median)
     base = results[0]
     for r in results:
         r["speedup_vs_first"] = round(base["wall_s"] / r["wall_s"], 2)
@@ -196,6 +213,8 @@ def main() -> None:
         f"{s}: " + "/".join(f"{r['worker_seconds_per_stage'].get(s, 0):.1f}" for r in results) for s in stages))
     print("CPU seconds per stage: " + ", ".join(
         f"{s}: " + "/".join(f"{r['cpu_seconds_per_stage'].get(s, 0):.1f}" for r in results) for s in stages))
+    print(f"medians of {max(1, args.repeats)} interleaved runs per worker count; wall s of every run: " + "; ".join(
+        f"{r['workers']} worker(s): " + ", ".join(f"{x:.1f}" for x in r["all_wall_s"]) for r in results))
     print(f"load average during the runs: {os.getloadavg()[0]:.1f} (1 min) on {cpu_count()} cores")
     print(f"wrote {out_json}")
 
