@@ -87,9 +87,42 @@ def anatomy_side(labels: LabelVolume | None) -> str | None:
     return side.value if side.value in ("right", "left") else None
 
 
+#: inputs of the figures; with the image's content they key the memo below
+_FIGURE_INPUTS = ("labels.nii.gz", "femoral_thickness_map.npy", "femoral_thickness_map.json",
+                  "femoral_thickness_map.png", "image.nii.gz", "image.nii")
+#: the batch renders a scan's figures for report.html and again for its DICOM secondary captures, in one process;
+#: the last rendering is kept, keyed by the folder, its input files (size, mtime) and the image's content
+_LAST_FIGURES: list = []
+
+
+def _figures_key(scan_dir: Path, image: Volume | None) -> tuple:
+    import hashlib
+
+    files = []
+    for name in _FIGURE_INPUTS:
+        path = scan_dir / name
+        stat = path.stat() if path.is_file() else None
+        files.append((name, None if stat is None else (stat.st_size, stat.st_mtime_ns)))
+    digest = None
+    if image is not None:
+        array = np.ascontiguousarray(image.array)
+        digest = (array.shape, str(array.dtype), hashlib.blake2b(array.view(np.uint8).ravel(), digest_size=16).digest(),
+                  np.asarray(image.affine).tobytes())
+    return str(scan_dir.resolve()), tuple(files), digest
+
+
 def scan_figures(scan_dir: Path, *, image: Volume | None = None) -> dict[str, tuple[bytes, str]]:
     """The key figures of an MR scan folder as PNG bytes with captions (used by the report and DICOM SC)."""
     scan_dir = Path(scan_dir)
+    key = _figures_key(scan_dir, image)
+    if _LAST_FIGURES and _LAST_FIGURES[0] == key:
+        return dict(_LAST_FIGURES[1])
+    out = _render_figures(scan_dir, image)
+    _LAST_FIGURES[:] = [key, dict(out)]
+    return out
+
+
+def _render_figures(scan_dir: Path, image: Volume | None) -> dict[str, tuple[bytes, str]]:
     out: dict[str, tuple[bytes, str]] = {}
     labels = _labels(scan_dir)
     img = _image(scan_dir, image)

@@ -294,3 +294,27 @@ def test_reports_are_reproducible(scan_dir):
     """No clock or random state in a report: a resumed batch rewrites byte-identical files."""
     first = write_scan_report(scan_dir).read_bytes()
     assert write_scan_report(scan_dir).read_bytes() == first
+
+
+def test_scan_figures_are_rendered_once_per_unchanged_folder(scan_dir, monkeypatch):
+    """report.html and the DICOM secondary captures of one scan share one rendering; a changed input redraws."""
+    import koaimg.export._report_scan as report_scan
+    from koaimg.core import LabelVolume
+    from koaimg.io import write_volume
+
+    calls = []
+    real = report_scan._render_figures
+
+    def counting(folder, image):
+        calls.append(folder)
+        return real(folder, image)
+
+    monkeypatch.setattr(report_scan, "_render_figures", counting)
+    monkeypatch.setattr(report_scan, "_LAST_FIGURES", [])
+    first = report_scan.scan_figures(scan_dir)
+    assert report_scan.scan_figures(scan_dir) == first and len(calls) == 1
+    labels = np.zeros((20, 20, 8), np.uint8)
+    labels[5:15, 5:15, 2:6] = 1
+    write_volume(LabelVolume(labels, np.diag([0.6, 0.6, 1.5, 1.0])), scan_dir / "labels.nii.gz")
+    report_scan.scan_figures(scan_dir)
+    assert len(calls) == 2, "a rewritten label map is drawn again"
