@@ -166,6 +166,7 @@ def compare_knees(baseline: KneeVisit, followup: KneeVisit, *, transform: RigidT
         on_base[structure] = transfer_thickness(plate, followup.plates[structure], transform, radius_mm=radius_mm)
         delta_points[structure] = on_base[structure] - plate.thickness
     registered = _registered_regions(baseline, on_base)
+    notes += _fov_notes(baseline, followup, registered)
     b_index, f_index = _index(baseline.rows), _index(followup.rows)
     table = []
     for key, b in b_index.items():
@@ -194,6 +195,19 @@ def compare_knees(baseline: KneeVisit, followup: KneeVisit, *, transform: RigidT
     transitions["formulas"] = {k: v for k, v in SUMMARY_FORMULAS.items() if "subregions" in k}
     return KneeChange(side=baseline.side.value, transform=transform, followup_on_baseline=on_base,
                       delta_points=delta_points, table=table, transitions=transitions, summary=summary, notes=notes)
+
+
+def _fov_notes(baseline: KneeVisit, followup: KneeVisit, registered: dict[tuple, tuple]) -> list[str]:
+    """Say which plates a field of view cut: their change covers only the cartilage imaged at both visits."""
+    out = []
+    cut_b, cut_f = baseline.cut_by_fov, followup.cut_by_fov
+    for structure in sorted(cut_b | cut_f):
+        where = " and ".join(v for v, cut in (("baseline", cut_b), ("follow-up", cut_f)) if structure in cut)
+        share = next((v[2] for k, v in registered.items() if k[0] == structure and k[2] == "all"), None)
+        covered = f" ({100 * share:.0f} % of the baseline plate's area)" if share is not None else ""
+        out.append(f"{structure.replace('_', ' ')} is cut by the field of view at the {where}: its change covers "
+                   f"only the cartilage imaged at both visits{covered}")
+    return out
 
 
 def _derived_rows(table: list[dict], baseline: KneeVisit, followup: KneeVisit, precision: Precision) -> list[dict]:

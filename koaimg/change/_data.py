@@ -69,6 +69,13 @@ class KneeVisit:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def cut_by_fov(self) -> set[str]:
+        """Plates the measurement found cut by the image border (from its notes)."""
+        from ..measure import plates_cut_by_fov
+
+        return plates_cut_by_fov(self.notes)
+
+    @property
     def femoral(self) -> PlatePoints:
         """The femoral plate (registration is femur-based)."""
         if "femoral_cartilage" not in self.plates:
@@ -94,7 +101,7 @@ def visit_from_measurement(measurement, labels: LabelVolume | None = None, *, su
         if we is not None:
             plates[r.structure.key].regions["wirth-eckstein"] = np.asarray(we).astype(str)
     out = KneeVisit(side=measurement.side, plates=plates, rows=measurement.rows(subject=subject, visit=visit),
-                    subject=subject, visit=visit, sequence=sequence,
+                    subject=subject, visit=visit, sequence=sequence, notes=list(measurement.notes),
                     condyle_centre=tuple(float(v) for v in measurement.frame.condyle_centre))
     if labels is not None:
         from ._register import bone_surface

@@ -8,7 +8,14 @@ from ._knee import METRIC_UNITS, REGION_CODE, SCHEMES, WE_REGION_CODE, KneeMeasu
 from ._moaks import expected_thickness, knee_summary, loss_masks
 from ._regions import MOAKS_REGIONS, KneeFrame, femoral_frame, femur_regions, patella_regions, tibia_regions
 from ._regions_we import WE_REGIONS, femur_regions_we, tibia_regions_we
-from ._thickness import FLAG_OUTSIDE_FOV, FLAG_WALL_EXIT, PLATE_STRUCTURES, ThicknessResult, cartilage_thickness
+from ._thickness import (
+    FLAG_OUTSIDE_FOV,
+    FLAG_WALL_EXIT,
+    PLATE_STRUCTURES,
+    ThicknessResult,
+    cartilage_thickness,
+    plates_cut_by_fov,
+)
 
 __all__ = [
     "FLAG_OUTSIDE_FOV",
@@ -34,6 +41,7 @@ __all__ = [
     "measure_knee",
     "moaks_grade",
     "patella_regions",
+    "plates_cut_by_fov",
     "tibia_regions",
     "tibia_regions_we",
 ]

@@ -53,6 +53,19 @@ FLAG_WALL_EXIT = 8
 #: the ray reached the edge of the image before leaving the cartilage: the articular surface is outside the field of
 #: view, so there is no thickness to report (NaN)
 FLAG_OUTSIDE_FOV = 16
+_FOV_CUT = "reaches the edge of the field of view: the plate is cut, its values cover only the imaged part"
+
+
+def fov_cut_note(structure_key: str) -> str:
+    """The note a measurement carries when a plate touches the image border (read back by ``plates_cut_by_fov``)."""
+    return f"{structure_key.replace('_', ' ')} {_FOV_CUT}"
+
+
+def plates_cut_by_fov(notes: list[str]) -> set[str]:
+    """Structure keys (``patellar_cartilage`` ...) whose plate a measurement's notes say is cut by the image border."""
+    return {note[: -len(_FOV_CUT) - 1].replace(" ", "_") for note in notes if note.endswith(" " + _FOV_CUT)}
+
+
 #: exits whose surface normal is more than this from the ray are side walls (cos 60 deg)
 WALL_COS = 0.7
 
@@ -204,8 +217,7 @@ def cartilage_thickness(labels: LabelVolume, *, plate: str = "femur", method: st
     thickness[at_edge] = np.nan
     notes = []
     if _touches_border(cart_full):
-        notes.append(f"{cart_label.key.replace('_', ' ')} reaches the edge of the field of view: the plate is cut, "
-                     "its values cover only the imaged part")
+        notes.append(fov_cut_note(cart_label.key))
     missing = (thickness < 0) & ~denuded
     flags[missing] |= FLAG_NO_SURFACE
     thickness[missing] = np.nan

@@ -133,7 +133,8 @@ def load_visit(folder: Path, *, labels_path: Path | None = None) -> KneeVisit:
     moaks = _json(folder / "moaks.json")
     side = KneeSide(rows[0].get("side") or moaks.get("side") or "unknown")
     visit = KneeVisit(side=side, plates=plates, rows=rows, subject=rows[0].get("subject", ""),
-                      visit=rows[0].get("visit", ""), sequence=_sequence(folder))
+                      visit=rows[0].get("visit", ""), sequence=_sequence(folder),
+                      notes=[str(n) for n in moaks.get("notes", []) or []])
     centre = (moaks.get("frame") or {}).get("condyle_centre_mm")
     visit.condyle_centre = tuple(float(v) for v in centre) if centre else None
     grid = folder / "thickness.nii.gz"

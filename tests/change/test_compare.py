@@ -128,3 +128,15 @@ def test_summary_pct_change_undefined_at_zero(zero):
     else:
         followup_sum = zero.summary["followup"]["moaks_summed_score_pos_worse"]
         assert row["delta"] == pytest.approx(100 * (followup_sum - baseline_sum) / baseline_sum)
+
+
+def test_a_plate_cut_by_the_field_of_view_is_named_in_the_notes(thickening, thickening_pair):
+    """The sample grid cuts the patella (both visits) and, after repositioning, the femur at the follow-up: Δ then
+    covers only cartilage imaged at both visits, and the notes say so with the covered share."""
+    assert "patellar_cartilage" in thickening_pair.baseline.cut_by_fov
+    cut = [n for n in thickening.notes if "cut by the field of view" in n]
+    assert any(n.startswith("patellar cartilage") and "baseline and follow-up" in n for n in cut)
+    assert all("% of the baseline plate's area" in n for n in cut)
+    uncut = {"femoral_cartilage", "tibial_cartilage", "patellar_cartilage"} - (
+        thickening_pair.baseline.cut_by_fov | thickening_pair.followup.cut_by_fov)
+    assert not any(n.startswith(s.replace("_", " ")) for s in uncut for n in cut)

@@ -155,3 +155,14 @@ def test_points_csv_round_trips_normals_and_flags(scan_folders, thickening_pair)
         assert plate.normals is not None and plate.flags is not None
         np.testing.assert_allclose(plate.normals, memory[structure].normals, atol=1e-4)
         np.testing.assert_array_equal(plate.imputed, memory[structure].imputed)
+
+
+def test_field_of_view_notes_reach_change_json(scan_folders):
+    from koaimg.pipeline._change import load_visit
+
+    visit = load_visit(scan_folders / "S1" / "baseline" / "MR")
+    assert "patellar_cartilage" in visit.cut_by_fov
+    out = run_change(scan_folders / "S1/baseline/MR", scan_folders / "S1/month6/MR", scan_folders / "S1/fov_pair",
+                     subject="S1")
+    notes = json.loads((out / "change.json").read_text())["MR"]["notes"]
+    assert any("patellar cartilage is cut by the field of view" in n for n in notes)
