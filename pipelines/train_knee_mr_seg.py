@@ -96,7 +96,7 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
     for _ in range(args.batch):
         src = real if rng.random() < args.real_fraction else pool.items[int(rng.integers(n))]
         img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
-                                 cartilage_focus=args.cartilage_focus)
+                                 cartilage_focus=args.cartilage_focus, anywhere=args.anywhere)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -245,6 +245,8 @@ def main() -> None:
     ap.add_argument("--real-fraction", type=float, default=0.35)
     ap.add_argument("--cartilage-focus", type=float, default=0.75,
                     help="share of patches centred on cartilage (the rest on any labelled voxel)")
+    ap.add_argument("--anywhere", type=float, default=0.0,
+                    help="share of patches centred anywhere in the label map (far background, field-of-view edge)")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=40)
     ap.add_argument("--pool-max", type=int, default=60)

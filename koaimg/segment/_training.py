@@ -49,12 +49,18 @@ class LabelSource:
         self.cartilage = np.argwhere(np.isin(lab, CARTILAGE)).astype(np.int32)
         self.foreground = np.argwhere(lab[::4, ::4, ::4] > 0).astype(np.int32) * 4
 
-    def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float) -> LabelVolume:
-        """A sub-map centred on a random cartilage (probability ``cartilage_focus``) or labelled voxel."""
-        pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
-        centre = pool[rng.integers(len(pool))].astype(np.int64)
-        half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
+    def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float,
+                    anywhere: float = 0.0) -> LabelVolume:
+        """A sub-map centred anywhere in the map (probability ``anywhere``: far soft tissue and the field of view's
+        edge, where an untrained model invents bone), else on a random cartilage (probability ``cartilage_focus``)
+        or labelled voxel."""
         shape = np.array(self.labels.spatial_shape)
+        if anywhere > 0 and rng.random() < anywhere:
+            centre = (rng.random(3) * shape).astype(np.int64)
+        else:
+            pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
+            centre = pool[rng.integers(len(pool))].astype(np.int64)
+        half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
         lo = np.clip(centre - half, 0, shape - 1)
         hi = np.clip(centre + half + 1, 1, shape)
         sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -71,10 +77,10 @@ def training_spec(patch: int, spacing_mm: float) -> RandomisationSpec:
 
 
 def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
-                  cartilage_focus: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+                  cartilage_focus: float = 0.75, anywhere: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6."""
     half_mm = 0.75 * patch * spacing_mm * 1.1 + 6.0
-    sub = source.crop_around(rng, half_mm, cartilage_focus)
+    sub = source.crop_around(rng, half_mm, cartilage_focus, anywhere)
     image, labels = synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm))
     perm, flip = ras_transform(image.affine)
     img = np.ascontiguousarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
