@@ -137,6 +137,10 @@ def write_pair_report(change_dir: str | Path, *, path: str | Path | None = None)
         for key in ("notes", "warnings", "flags"):
             if isinstance(info.get(key), list):
                 items += [f"{where}{x}" for x in info[key]]
+    # the comparison's own notes (registration, plates cut by the field of view, coverage) are kept per modality
+    for modality, info in sorted(read_json(change_dir / "change.json").items()):
+        if isinstance(info, dict) and isinstance(info.get("notes"), list):
+            items += [f"{modality}: {x}" if both else str(x) for x in info["notes"] if str(x) not in items]
     if items:
         sections.append(Section("details", "Change details", items=items))
     sections.append(Section("method", "How to read this", items=[

@@ -166,3 +166,7 @@ def test_field_of_view_notes_reach_change_json(scan_folders):
                      subject="S1")
     notes = json.loads((out / "change.json").read_text())["MR"]["notes"]
     assert any("patellar cartilage is cut by the field of view" in n for n in notes)
+    from koaimg.export import write_pair_report
+
+    html = write_pair_report(out).read_text()
+    assert "patellar cartilage is cut by the field of view at the baseline" in html, "the reader sees it too"
