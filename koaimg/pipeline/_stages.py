@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..core import KoaimgError
 from ..io._atomic import _UMASK
-from ._locks import carry_reviews, unit_lock
+from ..io._locks import REVIEW_DIR, carry_reviews, unit_lock
 from ._manifest import DONE, FAILED, SKIPPED, UNAVAILABLE, StageRecord
 
 SCAN_STAGES = {"MR": ("ingest", "segment", "measure", "report", "dicom"),
@@ -164,7 +164,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
 def _link_tree(src: Path, dst: Path, skip: set[str]) -> None:
     for path in src.rglob("*"):
         rel = path.relative_to(src)
-        if path.is_dir() or str(rel) in skip:
+        if path.is_dir() or str(rel) in skip or rel.parts[0] == REVIEW_DIR:  # reviews: carried at the swap
             continue
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)

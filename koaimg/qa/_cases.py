@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..pipeline._locks import REVIEW_DIR
+from ..io._locks import REVIEW_DIR
 
 #: a folder name the server accepts as a pseudonym, visit or modality (no separators, no dots at the start)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,7 +50,7 @@ PAIR_FILES = {
     "qa_flags": ("qa_flags.json",),
 }
 #: where corrected versions live inside a case folder (``corrected/v1``, ``corrected/v2`` ...); batch re-runs of the
-#: unit carry them over (``pipeline._locks``)
+#: unit carry them over (``io._locks``)
 CORRECTED_DIR = REVIEW_DIR
 
 

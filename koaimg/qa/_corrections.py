@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core import GeometryError, LabelSchemaError, Structure, UnreadableFileError, Volume, VolumeMeta
 from ..io import write_volume
+from ..io._locks import unit_lock
 from ._cases import CORRECTED_DIR, Case, latest_version
 from ._nifti import bounded_gunzip
 
@@ -108,8 +109,6 @@ def store_correction(case: Case, labels: np.ndarray, affine: np.ndarray, *, base
 
     The folder is built under a temporary name and renamed into place, so it is either complete or absent.
     """
-    from ..pipeline._locks import unit_lock
-
     with unit_lock(case.folder):  # a batch re-run of this unit swaps its folder only after carrying this version over
         return _store_correction(case, labels, affine, base_version=base_version, last_version=last_version,
                                  reviewer=reviewer, source=source, upload_sha256=upload_sha256, comment=comment,
@@ -168,8 +167,6 @@ def _plate_mean(measurement, plate: str) -> float | None:
 
 def discard_version(case: Case, version: int) -> None:
     """Remove a version folder that never became part of the record (its write lost a version race)."""
-    from ..pipeline._locks import unit_lock
-
     folder = version_folder(case, version)
     if version > 0 and folder.parent.name == CORRECTED_DIR:
         with unit_lock(case.folder):

@@ -310,7 +310,7 @@ def test_segmentation_model_is_used_without_labels(mr_trial, tmp_path):
 
 def test_a_correction_stored_during_a_rerun_of_its_unit_survives_the_swap(mr_trial, tmp_path, monkeypatch, tools):
     """The QA app may store a corrected version while a batch job rebuilds that unit; the swap must keep it."""
-    from koaimg.pipeline._locks import unit_lock
+    from koaimg.io._locks import unit_lock
 
     out = tmp_path / "out"
     opts = dict(command="run", cohort=False)

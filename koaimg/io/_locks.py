@@ -21,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock; a run there is single-user
     fcntl = None  # type: ignore[assignment]
 
-from ..io._atomic import _UMASK
+from ._atomic import _UMASK
 
 #: the subfolder of a unit where the QA app keeps corrected versions (``corrected/v1`` ...); the batch never writes it
 REVIEW_DIR = "corrected"
@@ -41,19 +41,14 @@ def unit_lock(folder: str | Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def carry_reviews(final: Path, staging: Path) -> list[str]:
-    """Copy into ``staging`` the corrected versions ``final`` holds and ``staging`` lacks (call under the lock).
+def carry_reviews(final: Path, staging: Path) -> bool:
+    """Copy ``final``'s corrected versions into ``staging`` (call under the lock, just before the swap).
 
+    The job's staging copy leaves them out, so versions stored or discarded while it ran are taken as they are now.
     Copies, not moves: until the swap ``final`` stays complete, so a crash here loses nothing.
     """
     source = final / REVIEW_DIR
     if not source.is_dir():
-        return []
-    carried = []
-    for version in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        target = staging / REVIEW_DIR / version.name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(version, target)
-            carried.append(version.name)
-    return carried
+        return False
+    shutil.copytree(source, staging / REVIEW_DIR, ignore=shutil.ignore_patterns(".*"))
+    return True
