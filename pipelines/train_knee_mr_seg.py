@@ -29,6 +29,7 @@ from monai.losses import DiceCELoss
 
 from koaimg.core import LabelVolume
 from koaimg.io import atomic_write_bytes, atomic_write_text, read_labels
+from koaimg.segment import load_bundle
 from koaimg.segment._training import N_CLASSES, LabelSource, phantom_labels, training_pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,10 +135,10 @@ def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -
 
 
 def init_from_bundle(net: torch.nn.Module) -> tuple[int, float, float]:
-    """Load the shipped weights (float16 on disk) and the step, score and CPU time the bundle records."""
-    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    record = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["training"]
+    """Load the shipped weights (sha256-checked by ``load_bundle``) and the step, score and CPU time they record."""
+    bundle = load_bundle(BUNDLE)
+    net.load_state_dict(bundle.network.state_dict())
+    record = bundle.metadata["training"]
     score = float(np.nanmean(list(record["validation_dice_patches"].values())))
     return int(record["steps"]), score, float(record["cpu_hours"]) * 3600
 

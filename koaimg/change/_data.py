@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import KneeSide, LabelVolume
-from ..measure import FLAG_WALL_EXIT
 
 
 @dataclass
@@ -35,6 +34,8 @@ class PlatePoints:
         """(N,) bool: thickness filled from neighbours (a side-wall exit at a plate rim), not measured on the ray."""
         if self.flags is None:
             return np.zeros(len(self.points), bool)
+        from ..measure import FLAG_WALL_EXIT  # lazy: koaimg.measure loads the numba kernels (~0.3 s)
+
         return (np.asarray(self.flags, dtype=np.int64) & FLAG_WALL_EXIT) > 0
 
     def __post_init__(self) -> None:

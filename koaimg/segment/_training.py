@@ -56,21 +56,23 @@ class LabelSource:
         or labelled voxel."""
         shape = np.array(self.labels.spatial_shape)
         half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
+
+        def crop(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lo = np.clip(centre - half, 0, shape - 1)
+            hi = np.clip(centre + half + 1, 1, shape)
+            return lo, self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+
         sub = None
         if anywhere > 0 and rng.random() < anywhere:
             # the renderer invents soft tissue around labelled anatomy, so the crop must hold some of it
             for _ in range(8):
-                centre = (rng.random(3) * shape).astype(np.int64)
-                lo, hi = np.clip(centre - half, 0, shape - 1), np.clip(centre + half + 1, 1, shape)
-                sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+                lo, sub = crop((rng.random(3) * shape).astype(np.int64))
                 if sub.any():
                     break
                 sub = None
         if sub is None:
             pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
-            centre = pool[rng.integers(len(pool))].astype(np.int64)
-            lo, hi = np.clip(centre - half, 0, shape - 1), np.clip(centre + half + 1, 1, shape)
-            sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            lo, sub = crop(pool[rng.integers(len(pool))].astype(np.int64))
         affine = self.labels.affine.copy()
         affine[:3, 3] = self.labels.index_to_world(lo.astype(float))
         return LabelVolume(np.ascontiguousarray(sub), affine, self.labels.meta)
