@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 
 from koaimg.core import LabelVolume
 from koaimg.io import atomic_write_bytes, atomic_write_text, read_labels
 from koaimg.segment import load_bundle
+from koaimg.segment._geometry import ras_transform, to_ras_array
+from koaimg.segment._intensity import normalise_intensity
 from koaimg.segment._training import N_CLASSES, LabelSource, phantom_labels, training_pair
+from koaimg.synth import RandomisationSpec, synthesize_from_labels
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "knee_mr_seg"
@@ -120,13 +124,46 @@ def validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarra
     return items
 
 
+def field_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole fields of view of the two validation knees on the working grid (DESS-like and random contrast).
+
+    The cartilage-centred patches cannot see what fails on real scans: air, far soft tissue and the field-of-view
+    edge labelled as bone. These volumes are normalised as a whole, exactly as inference does."""
+    path = OUT / f"valfov_{args.val_fov_n}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [(z[f"x{i}"], z[f"y{i}"]) for i in range(args.val_fov_n)]
+    pool = Pool(OUT, args.seed, offset=VAL_SEED_OFFSET)
+    pool.ensure(2)
+    items = []
+    for i in range(args.val_fov_n):
+        spec = RandomisationSpec(contrasts=(("dess", "random", "pdfs", "t1")[i % 4],), in_plane_mm=(args.spacing,) * 2,
+                                 slice_mm=(args.spacing,) * 2, rotation_deg=10.0)
+        image, labels = synthesize_from_labels(pool.items[i % 2].labels, spec=spec,
+                                               rng=np.random.default_rng([args.seed, VAL_SEED_OFFSET, 1, i]))
+        perm, flip = ras_transform(image.affine)
+        x = normalise_intensity(to_ras_array(image.array, perm, flip))
+        y = to_ras_array(labels.array, perm, flip)
+        items.append((np.ascontiguousarray(x), np.ascontiguousarray(np.where(y < N_CLASSES, y, 0).astype(np.uint8))))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"x{i}": x for i, (x, _) in enumerate(items)},
+                        **{f"y{i}": y for i, (_, y) in enumerate(items)})
+    atomic_write_bytes(path, buf.getvalue())
+    return items
+
+
 @torch.inference_mode()
-def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], whole: bool = False,
+             ) -> dict[str, float]:
+    """Dice per structure over ``items`` (pooled voxels); ``whole`` volumes run through the sliding window."""
     net.eval()
+    inferer = SlidingWindowInferer(roi_size=bundle_settings()["roi_size"], sw_batch_size=1, overlap=0.125,
+                                   mode="gaussian")
     inter = np.zeros(N_CLASSES)
     total = np.zeros(N_CLASSES)
     for x, y in items:
-        pred = net(torch.from_numpy(x)[None, None]).argmax(1)[0].numpy()
+        t = torch.from_numpy(x)[None, None]
+        pred = (inferer(t, net) if whole else net(t)).argmax(1)[0].numpy()
         for c in range(1, N_CLASSES):
             inter[c] += np.sum((pred == c) & (y == c))
             total[c] += np.sum(pred == c) + np.sum(y == c)
@@ -134,12 +171,24 @@ def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -
     return {name: float(2 * inter[c] / total[c]) if total[c] else float("nan") for c, name in enumerate(NAMES, 1)}
 
 
-def init_from_bundle(net: torch.nn.Module) -> tuple[int, float, float]:
-    """Load the shipped weights (sha256-checked by ``load_bundle``) and the step, score and CPU time they record."""
+def learning_rate(step: int, start: int, args: argparse.Namespace) -> float:
+    """Constant ``--lr``, or a cosine decay to ``--lr-min`` over ``--anneal-steps`` from the step it began."""
+    if args.anneal_steps <= 0:
+        return args.lr
+    t = min(1.0, max(0, step - start) / args.anneal_steps)
+    return args.lr_min + 0.5 * (args.lr - args.lr_min) * (1.0 + np.cos(np.pi * t))
+
+
+def init_from_bundle(net: torch.nn.Module, kind: str) -> tuple[int, float, float]:
+    """Load the shipped weights (sha256-checked by ``load_bundle``) and the step, score and CPU time they record;
+    the score counts only when it came from the same kind of validation."""
     bundle = load_bundle(BUNDLE)
     net.load_state_dict(bundle.network.state_dict())
     record = bundle.metadata["training"]
-    score = float(np.nanmean(list(record["validation_dice_patches"].values())))
+    patches = float(np.nanmean(list(record["validation_dice_patches"].values())))
+    fov = record.get("validation_dice_fields_of_view")
+    score = 0.5 * (patches + float(np.nanmean(list(fov.values())))) if fov else patches
+    score = score if record.get("validation", "patches8x96") == kind else -1.0
     return int(record["steps"]), score, float(record["cpu_hours"]) * 3600
 
 
@@ -149,6 +198,11 @@ def save(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def validation_kind(args: argparse.Namespace) -> str:
+    """What a validation score means; a best score from another kind of validation is not compared with it."""
+    return f"patches{args.val_n}x{args.val_patch}" + (f"+fov{args.val_fov_n}" if args.val_fov_n else "")
+
+
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -156,27 +210,39 @@ def train(args: argparse.Namespace) -> None:
     net = build_network()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-4, smooth_dr=1e-4)
-    step, best, seconds = 0, -1.0, 0.0
+    step, best, seconds, kind, anneal_start = 0, -1.0, 0.0, validation_kind(args), None
     last = OUT / "last.pt"
     if last.exists() and not args.fresh:
         ck = torch.load(last, map_location="cpu", weights_only=False)
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, best, seconds = ck["step"], ck["best"], ck.get("train_seconds", 0.0)
-        log({"event": "resume", "step": step, "best": best})
+        anneal_start = ck.get("anneal_start")
+        if ck.get("val_kind", "patches8x96") != kind:
+            best = -1.0  # scores of another validation set are not comparable
+        log({"event": "resume", "step": step, "best": best, "val_kind": kind})
     elif not args.fresh:
-        step, best, seconds = init_from_bundle(net)
-        log({"event": "init_from_bundle", "step": step, "best": best})
-    for group in opt.param_groups:
-        group["lr"] = args.lr
+        step, best, seconds = init_from_bundle(net, kind)
+        log({"event": "init_from_bundle", "step": step, "best": best, "val_kind": kind})
+    if args.anneal_steps > 0 and anneal_start is None:
+        anneal_start = step
     real = LabelSource(read_labels(REAL_MAP, preset="pymskt"), "pymskt_dess_labels")
     pool = Pool(OUT, args.seed)
     val = validation_set(args)
+    val_fov = field_validation_set(args) if args.val_fov_n else []
     deadline = time.time() + args.hours * 3600
+
+    def checkpoint(path: Path) -> None:
+        save(path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                    "train_seconds": seconds, "args": vars(args), "val_kind": kind, "anneal_start": anneal_start})
+
     net.train()
     running = []
     while step < args.steps and time.time() < deadline and not (OUT / "STOP").exists():
         t0 = time.time()
+        lr = learning_rate(step, anneal_start or 0, args)
+        for group in opt.param_groups:
+            group["lr"] = lr
         x, y = draw_batch(step, args, real, pool)
         t1 = time.time()
         opt.zero_grad(set_to_none=True)
@@ -187,25 +253,30 @@ def train(args: argparse.Namespace) -> None:
         seconds += time.time() - t0
         running.append(loss.item())
         if step % args.log_every == 0:
-            log({"step": step, "loss": round(float(np.mean(running)), 4), "data_s": round(t1 - t0, 2),
-                 "step_s": round(time.time() - t0, 2), "pool": len(pool.items),
+            log({"step": step, "loss": round(float(np.mean(running)), 4), "lr": float(f"{lr:.3g}"),
+                 "data_s": round(t1 - t0, 2), "step_s": round(time.time() - t0, 2), "pool": len(pool.items),
                  "train_hours": round(seconds / 3600, 3)})
             running = []
         if step % args.val_every == 0 or step >= args.steps:
             dice = validate(net, val)
             score = float(np.nanmean(list(dice.values())))
+            record = {"step": step, "val_dice": {k: round(v, 4) for k, v in dice.items()},
+                      "val_patches": round(score, 4)}
+            if val_fov:
+                fov = validate(net, val_fov, whole=True)
+                record["val_fov_dice"] = {k: round(v, 4) for k, v in fov.items()}
+                record["val_fov"] = round(float(np.nanmean(list(fov.values()))), 4)
+                score = 0.5 * (score + record["val_fov"])
             improved = score > best
-            log({"step": step, "val_dice": {k: round(v, 4) for k, v in dice.items()}, "val_mean": round(score, 4),
-                 "best": improved})
+            log({**record, "val_mean": round(score, 4), "best": improved})
             if improved:
                 best = score
                 save(OUT / "best.pt", {"model": net.state_dict(), "step": step, "val_dice": dice, "val_mean": score,
+                                      "val_fov_dice": record.get("val_fov_dice"), "val_kind": kind,
                                       "train_seconds": seconds, "args": vars(args)})
         if step % args.ckpt_every == 0:
-            save(last, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                        "train_seconds": seconds, "args": vars(args)})
-    save(last, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                "train_seconds": seconds, "args": vars(args)})
+            checkpoint(last)
+    checkpoint(last)
     log({"event": "stopped", "step": step, "best": best})
 
 
@@ -225,6 +296,9 @@ def export(args: argparse.Namespace) -> None:
     meta["model_sha256"] = hashlib.sha256(data).hexdigest()
     meta["training"] = {"steps": int(ck["step"]), "cpu_hours": round(ck["train_seconds"] / 3600, 2),
                         "validation_dice_patches": {k: round(v, 4) for k, v in ck["val_dice"].items()},
+                        **({"validation_dice_fields_of_view": {k: round(v, 4) for k, v in ck["val_fov_dice"].items()}}
+                           if ck.get("val_fov_dice") else {}),
+                        "validation": ck.get("val_kind", "patches8x96"),
                         "device": "cpu", "seed": ck["args"]["seed"]}
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     print(f"exported to {target}: step {ck['step']} (val mean Dice {ck['val_mean']:.4f}), "
@@ -253,7 +327,12 @@ def main() -> None:
     ap.add_argument("--pool-max", type=int, default=60)
     ap.add_argument("--val-n", type=int, default=8)
     ap.add_argument("--val-patch", type=int, default=96)
+    ap.add_argument("--val-fov-n", type=int, default=2,
+                    help="whole-field-of-view validation volumes (0: cartilage-centred patches only)")
     ap.add_argument("--val-every", type=int, default=150)
+    ap.add_argument("--anneal-steps", type=int, default=0,
+                    help="cosine decay of the learning rate to --lr-min over this many steps (0: constant --lr)")
+    ap.add_argument("--lr-min", type=float, default=1e-4)
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")

@@ -49,54 +49,50 @@ class LabelSource:
         self.cartilage = np.argwhere(np.isin(lab, CARTILAGE)).astype(np.int32)
         self.foreground = np.argwhere(lab[::4, ::4, ::4] > 0).astype(np.int32) * 4
 
-    def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float,
-                    anywhere: float = 0.0) -> LabelVolume:
-        """A sub-map centred anywhere in the map (probability ``anywhere``: far soft tissue and the field of view's
-        edge, where an untrained model invents bone), else on a random cartilage (probability ``cartilage_focus``)
-        or labelled voxel."""
+    def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float) -> LabelVolume:
+        """A sub-map centred on a random cartilage voxel (probability ``cartilage_focus``) or labelled voxel."""
         shape = np.array(self.labels.spatial_shape)
         half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
-
-        def crop(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lo = np.clip(centre - half, 0, shape - 1)
-            hi = np.clip(centre + half + 1, 1, shape)
-            return lo, self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-
-        sub = None
-        if anywhere > 0 and rng.random() < anywhere:
-            # the renderer invents soft tissue around labelled anatomy, so the crop must hold some of it
-            for _ in range(8):
-                lo, sub = crop((rng.random(3) * shape).astype(np.int64))
-                if sub.any():
-                    break
-                sub = None
-        if sub is None:
-            pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
-            lo, sub = crop(pool[rng.integers(len(pool))].astype(np.int64))
+        pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
+        centre = pool[rng.integers(len(pool))].astype(np.int64)
+        lo = np.clip(centre - half, 0, shape - 1)
+        hi = np.clip(centre + half + 1, 1, shape)
+        sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         affine = self.labels.affine.copy()
         affine[:3, 3] = self.labels.index_to_world(lo.astype(float))
         return LabelVolume(np.ascontiguousarray(sub), affine, self.labels.meta)
 
 
-def training_spec(patch: int, spacing_mm: float) -> RandomisationSpec:
-    """Randomisation for patches rendered directly near the working grid (±10 % scale jitter)."""
+def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy") -> RandomisationSpec:
+    """Randomisation for patches rendered directly near the working grid (±10 % scale jitter).
+
+    Muscle may be plain (no fat septa): a model that only ever saw septa in muscle learns "plain = bone" and labels
+    homogeneous soft tissue as femur (seen on the procedural test knees)."""
     lo, hi = 0.9 * spacing_mm, 1.1 * spacing_mm
     return RandomisationSpec(in_plane_mm=(lo, hi), slice_mm=(lo, hi), patch_size=(patch, patch, patch),
-                             blur_fwhm_mm=(0.0, 0.6), noise_sigma=(0.005, 0.08), rotation_deg=15.0)
+                             blur_fwhm_mm=(0.0, 0.6), noise_sigma=(0.005, 0.08), rotation_deg=15.0,
+                             septa_fraction=(0.0, 0.15), patch_centre=centre)
 
 
 def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
                   cartilage_focus: float = 0.75, anywhere: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6."""
-    half_mm = 0.75 * patch * spacing_mm * 1.1 + 6.0
-    sub = source.crop_around(rng, half_mm, cartilage_focus, anywhere)
-    image, labels = synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm))
+    """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6.
+
+    With probability ``anywhere`` the patch is centred anywhere in the whole map (far soft tissue, air, the field of
+    view's edge: where an under-trained model invents bone), else on cartilage / labelled anatomy of a crop."""
+    if anywhere > 0 and rng.random() < anywhere:
+        sub, centre = source.labels, "uniform"  # the whole map, so the soft-tissue shells follow all the anatomy
+    else:
+        sub, centre = source.crop_around(rng, 0.75 * patch * spacing_mm * 1.1 + 6.0, cartilage_focus), "anatomy"
+    image, labels = synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre))
     perm, flip = ras_transform(image.affine)
     img = np.ascontiguousarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
     lab = np.ascontiguousarray(to_ras_array(labels.array, perm, flip))
     lab = np.where(lab < N_CLASSES, lab, 0).astype(np.uint8)
-    img = augment_patch(img, rng, spacing_mm)
-    return normalise_intensity(img), lab
+    img = normalise_intensity(augment_patch(img, rng, spacing_mm))
+    # a patch's percentiles are not the whole volume's (inference normalises the whole field of view): jitter them
+    img = img * np.float32(np.exp(rng.normal(0.0, 0.15))) + np.float32(rng.normal(0.0, 0.05))
+    return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
 
 
 def augment_patch(image: np.ndarray, rng: np.random.Generator, spacing_mm: float) -> np.ndarray:

@@ -114,6 +114,9 @@ class RandomisationSpec:
     #: output voxels along i, j, k; None = the whole input field of view at the drawn spacing. A patch is centred on a
     #: random labelled point (kept inside the field of view when it fits) and only its neighbourhood is computed
     patch_size: tuple[int, int, int] | None = None
+    #: where a patch is centred: "anatomy" (a random labelled point) or "uniform" (anywhere in the input field of
+    #: view: far soft tissue, air and the field-of-view edge, which a segmentation model must also learn to leave alone)
+    patch_centre: str = "anatomy"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -138,6 +141,9 @@ class RandomisationSpec:
             raise SynthesisSpecError("mirror_probability must be in [0, 1]; rotation_deg and contrast_spread >= 0")
         if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
             raise SynthesisSpecError(f"RandomisationSpec.patch_size must be 3 positive ints, got {self.patch_size}")
+        if self.patch_centre not in ("anatomy", "uniform"):
+            raise SynthesisSpecError(f"RandomisationSpec.patch_centre must be 'anatomy' or 'uniform', got "
+                                     f"{self.patch_centre!r}")
 
 
 def synthesize_from_labels(labels: LabelVolume, *, rng: np.random.Generator,
@@ -206,7 +212,7 @@ def synthesize_from_labels(labels: LabelVolume, *, rng: np.random.Generator,
         out_centre = fov_centre
     else:
         half = np.abs(q) @ ((n_w - 1) / 2.0)
-        src = anatomy.random_point(rng)
+        src = anatomy.random_point(rng) if spec.patch_centre == "anatomy" else rng.random(3) * (shape_in - 1)
         room = shape_in - 1 - 2 * half
         src = np.where(room >= 0, np.clip(src, half, shape_in - 1 - half), (shape_in - 1) / 2.0)
         out_centre = fov_centre + m.T @ (_world(a_in, src) - fov_centre)

@@ -206,6 +206,22 @@ def test_patch_crops_around_the_anatomy(phantom):
         assert out.structures, "a patch is centred on labelled anatomy"
 
 
+def test_uniform_patch_centres_reach_beyond_the_anatomy(phantom):
+    """patch_centre='uniform' also shows the soft tissue and air far from any label (a model must learn those)."""
+    spec = RandomisationSpec(patch_size=(12, 12, 8), patch_centre="uniform", rotation_deg=0.0)
+    centres = []
+    for seed in range(12):
+        image, out = synthesize_from_labels(phantom, rng=np.random.default_rng(seed), spec=spec)
+        assert image.spatial_shape == (12, 12, 8)
+        centres.append(image.index_to_world(np.array([[5.5, 5.5, 3.5]])).ravel())
+    inside = phantom.world_to_index(np.array(centres))
+    assert np.all((inside > -1) & (inside < np.array(phantom.spatial_shape))), "centres stay in the field of view"
+    labelled = [bool(phantom.array[tuple(np.clip(np.rint(c).astype(int), 0, np.array(phantom.spatial_shape) - 1))])
+                for c in inside]
+    assert not all(labelled), "some centres fall on unlabelled tissue"
+    assert np.ptp(np.array(centres), axis=0).min() > 10.0, "centres spread over the field of view"
+
+
 def test_context_tissues_replace_invented_background(phantom):
     context = np.full(phantom.spatial_shape, 255, np.uint8)
     context[:, :, :10] = Tissue.FLUID  # patient-left edge of the FOV: fluid instead of invented tissue
@@ -223,6 +239,8 @@ def test_bad_input_is_refused_with_koaimg_errors(phantom):
         RandomisationSpec(slice_mm=(3.0, 1.0))
     with pytest.raises(SynthesisSpecError, match="contrasts"):
         RandomisationSpec(contrasts=("flair",))
+    with pytest.raises(SynthesisSpecError, match="patch_centre"):
+        RandomisationSpec(patch_centre="edge")
     with pytest.raises(GeometryError, match="context shape"):
         synthesize_from_labels(phantom, rng=np.random.default_rng(0), context=np.zeros((2, 2, 2), np.uint8))
     empty = LabelVolume(np.zeros((8, 8, 8), np.uint8), np.eye(4))
