@@ -29,8 +29,25 @@ def _bone_of(cartilage: Structure) -> Structure:
     return Structure(int(CARTILAGE_ON_BONE[cartilage]))
 
 
+def _cartilage_of(bone: Structure) -> Structure:
+    return next(c for c in CARTILAGES if _bone_of(c) == bone)
+
+
+def _bone_component(comp: np.ndarray, sizes: np.ndarray, cartilage: np.ndarray) -> int:
+    """The bone component that carries the most of its cartilage (voxels face to face), else the largest.
+
+    A bone is the one its cartilage sits on: a false "bone" in air or far soft tissue can be larger than the real
+    one (a model unsure of dark, plain regions), but it carries no cartilage plate."""
+    contact = np.bincount(comp[ndimage.binary_dilation(cartilage) & (comp > 0)], minlength=sizes.size)
+    contact[0] = 0
+    if contact.max() == 0:
+        return int(np.argmax(sizes))
+    return int(np.lexsort((sizes, contact))[-1])  # most contact, then size
+
+
 def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
-    """Keep the largest component of each bone; keep the cartilage components that touch their bone.
+    """Keep one component of each bone (the one bearing most of its cartilage, else the largest); keep the cartilage
+    components that touch their bone.
 
     Keeping only the largest cartilage component would delete a whole tibial plate (medial and lateral tibial
     cartilage are separate components) or a femoral fragment isolated by a defect, so cartilage is kept per component
@@ -40,7 +57,8 @@ def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
     for bone in BONES:
         comp, sizes = _components(out == bone)
         if sizes.size > 2:
-            out[(comp > 0) & (comp != int(np.argmax(sizes)))] = 0
+            keep = _bone_component(comp, sizes, labels == _cartilage_of(bone))
+            out[(comp > 0) & (comp != keep)] = 0
     min_vox = max(1, round(0.01 / voxel_ml))  # 10 mm^3
     for cart in CARTILAGES:
         comp, sizes = _components(out == cart)

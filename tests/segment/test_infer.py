@@ -64,6 +64,18 @@ def test_clean_labels_keeps_both_tibial_plates_and_one_femur() -> None:
     assert not (out[48:53, 13:18, 23:28] == Structure.FEMUR).any() and (out[8:12, 13:17, 23:27] == 1).any()
 
 
+def test_clean_labels_keeps_the_bone_its_cartilage_sits_on_not_a_larger_false_one() -> None:
+    shape = (80, 40, 40)
+    lab = np.zeros(shape, np.uint8)
+    lab[_blob(shape, (15, 20, 20), 8)] = Structure.FEMUR  # the real femur, with its cartilage cap
+    cap = _blob(shape, (15, 20, 20), 10) & ~_blob(shape, (15, 20, 20), 8) & (np.arange(40)[None, None, :] < 18)
+    lab[cap] = Structure.FEMORAL_CARTILAGE
+    lab[50:78, 5:35, 5:35] = Structure.FEMUR  # larger false "femur" (air far from the joint), no cartilage
+    out = clean_labels(lab, voxel_ml=0.001)
+    assert (out[15, 20, 20] == Structure.FEMUR) and not (out[50:78, 5:35, 5:35] == Structure.FEMUR).any()
+    assert (out == Structure.FEMORAL_CARTILAGE).sum() == cap.sum()
+
+
 def test_bilateral_and_empty_fields_of_view_warn() -> None:
     shape = (200, 40, 40)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -211,7 +211,7 @@ def test_uniform_patch_centres_reach_beyond_the_anatomy(phantom):
     spec = RandomisationSpec(patch_size=(12, 12, 8), patch_centre="uniform", rotation_deg=0.0)
     centres = []
     for seed in range(12):
-        image, out = synthesize_from_labels(phantom, rng=np.random.default_rng(seed), spec=spec)
+        image, _ = synthesize_from_labels(phantom, rng=np.random.default_rng(seed), spec=spec)
         assert image.spatial_shape == (12, 12, 8)
         centres.append(image.index_to_world(np.array([[5.5, 5.5, 3.5]])).ravel())
     inside = phantom.world_to_index(np.array(centres))
