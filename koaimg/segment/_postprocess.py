@@ -88,9 +88,14 @@ def field_of_view_warnings(labels: np.ndarray, affine: np.ndarray, image: np.nda
         return warnings
     comp, sizes = _components(femur)
     if sizes.size > 2:
-        order = np.argsort(sizes)[::-1]
+        # a knee is a femur bearing cartilage: false "bone" blobs in air or soft tissue carry none
+        contact = np.bincount(comp[ndimage.binary_dilation(labels == Structure.FEMORAL_CARTILAGE) & (comp > 0)],
+                              minlength=sizes.size)
+        contact[0] = 0
+        order = np.lexsort((sizes, contact))[::-1]
         first, second = int(order[0]), int(order[1])
-        if sizes[second] >= BILATERAL_FRACTION * sizes[first]:
+        if sizes[second] >= BILATERAL_FRACTION * sizes[first] and contact[second] >= BILATERAL_FRACTION * max(
+                contact[first], 1):
             c1, c2 = (np.argwhere(comp == c).mean(0) for c in (first, second))
             dist = float(np.linalg.norm(affine[:3, :3] @ (c1 - c2)))
             if dist >= BILATERAL_DISTANCE_MM:

@@ -84,10 +84,12 @@ def test_bilateral_and_empty_fields_of_view_warn() -> None:
     assert any("no knee" in w for w in field_of_view_warnings(lab, affine, image))
     for cx in (40, 160):
         lab[_blob(shape, (cx, 20, 20), 12)] = Structure.FEMUR
-        lab[cx - 10:cx + 10, 10:30, 33:35] = Structure.FEMORAL_CARTILAGE
+        lab[cx - 10:cx + 10, 10:30, 31:33] = Structure.FEMORAL_CARTILAGE  # on the femur's top
     warnings = field_of_view_warnings(lab, affine, image)
     assert any("both knees" in w for w in warnings)
     assert any("not found" in w and "patella" in w for w in warnings)
+    lab[160 - 10:160 + 10, 10:30, 31:33] = 0  # the second "femur" has no cartilage: a false blob, not a knee
+    assert not any("both knees" in w for w in field_of_view_warnings(lab, affine, image))
 
 
 def test_any_orientation_gives_the_same_labels(tiny_bundle: Path, small_phantom) -> None:
