@@ -224,8 +224,8 @@ def train(args: argparse.Namespace) -> None:
     elif not args.fresh:
         step, best, seconds = init_from_bundle(net, kind)
         log({"event": "init_from_bundle", "step": step, "best": best, "val_kind": kind})
-    if args.anneal_steps > 0 and anneal_start is None:
-        anneal_start = step
+    if args.anneal_steps > 0 and (anneal_start is None or args.new_cycle):
+        anneal_start = step  # the cycle's start travels in last.pt, so a resumed run continues the same decay
     real = LabelSource(read_labels(REAL_MAP, preset="pymskt"), "pymskt_dess_labels")
     pool = Pool(OUT, args.seed)
     val = validation_set(args)
@@ -333,6 +333,7 @@ def main() -> None:
     ap.add_argument("--anneal-steps", type=int, default=0,
                     help="cosine decay of the learning rate to --lr-min over this many steps (0: constant --lr)")
     ap.add_argument("--lr-min", type=float, default=1e-4)
+    ap.add_argument("--new-cycle", action="store_true", help="start a new cosine cycle at the resumed step")
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")
