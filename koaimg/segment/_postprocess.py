@@ -33,13 +33,28 @@ def _cartilage_of(bone: Structure) -> Structure:
     return next(c for c in CARTILAGES if _bone_of(c) == bone)
 
 
+def _cartilage_contact(comp: np.ndarray, n: int, cartilage: np.ndarray) -> np.ndarray:
+    """(n,) count of bone-component voxels face to face with ``cartilage`` (0 for the background entry).
+
+    Only the cartilage's bounding box (plus one voxel) is dilated, not the whole native grid."""
+    contact = np.zeros(n, np.int64)
+    box = ndimage.find_objects(cartilage.astype(np.uint8))
+    if not box or box[0] is None:
+        return contact
+    grown = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(box[0], cartilage.shape,
+                                                                                     strict=True))
+    sub = comp[grown]
+    contact += np.bincount(sub[ndimage.binary_dilation(cartilage[grown]) & (sub > 0)], minlength=n)[:n]
+    contact[0] = 0
+    return contact
+
+
 def _bone_component(comp: np.ndarray, sizes: np.ndarray, cartilage: np.ndarray) -> int:
     """The bone component that carries the most of its cartilage (voxels face to face), else the largest.
 
     A bone is the one its cartilage sits on: a false "bone" in air or far soft tissue can be larger than the real
     one (a model unsure of dark, plain regions), but it carries no cartilage plate."""
-    contact = np.bincount(comp[ndimage.binary_dilation(cartilage) & (comp > 0)], minlength=sizes.size)
-    contact[0] = 0
+    contact = _cartilage_contact(comp, sizes.size, cartilage)
     if contact.max() == 0:
         return int(np.argmax(sizes))
     return int(np.lexsort((sizes, contact))[-1])  # most contact, then size
@@ -89,9 +104,7 @@ def field_of_view_warnings(labels: np.ndarray, affine: np.ndarray, image: np.nda
     comp, sizes = _components(femur)
     if sizes.size > 2:
         # a knee is a femur bearing cartilage: false "bone" blobs in air or soft tissue carry none
-        contact = np.bincount(comp[ndimage.binary_dilation(labels == Structure.FEMORAL_CARTILAGE) & (comp > 0)],
-                              minlength=sizes.size)
-        contact[0] = 0
+        contact = _cartilage_contact(comp, sizes.size, labels == Structure.FEMORAL_CARTILAGE)
         order = np.lexsort((sizes, contact))[::-1]
         first, second = int(order[0]), int(order[1])
         if sizes[second] >= BILATERAL_FRACTION * sizes[first] and contact[second] >= BILATERAL_FRACTION * max(
