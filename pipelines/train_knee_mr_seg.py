@@ -2,6 +2,7 @@
 
     nice -n 15 nohup python pipelines/train_knee_mr_seg.py train --hours 2 > pipelines/out/knee_mr_seg/train.out 2>&1 &
     python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
+    python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
 Every sample is a pure function of (seed, step), the phantom pool of (seed, index): a run resumed from
 ``OUT/last.pt`` continues exactly where it stopped. ``OUT`` is gitignored and does not survive a fresh checkout, so
@@ -31,9 +32,8 @@ from monai.losses import DiceCELoss
 from koaimg.core import LabelVolume
 from koaimg.io import atomic_write_bytes, atomic_write_text, read_labels
 from koaimg.segment import load_bundle
-from koaimg.segment._geometry import ras_transform, to_ras_array
 from koaimg.segment._intensity import normalise_intensity
-from koaimg.segment._training import N_CLASSES, LabelSource, phantom_labels, training_pair
+from koaimg.segment._training import N_CLASSES, LabelSource, network_arrays, phantom_labels, training_pair
 from koaimg.synth import RandomisationSpec, synthesize_from_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,15 @@ NAMES = ["femur", "femoral_cartilage", "tibia", "tibial_cartilage", "patella", "
 VAL_SEED_OFFSET = 1_000_000  # validation phantoms come from a seed stream the training pool never uses
 
 
-def build_network() -> torch.nn.Module:
+def bundle_part(name: str):
+    """``network_def`` or ``inferer`` exactly as the bundle's inference.json defines it (training = inference)."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    return parser.get_parsed_content("network_def")
+    return parser.get_parsed_content(name)
+
+
+def build_network() -> torch.nn.Module:
+    return bundle_part("network_def")
 
 
 def bundle_settings() -> dict:
@@ -107,21 +112,33 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
 
 
-def validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
-    path = OUT / f"val_{args.val_n}_{args.val_patch}.npz"
+def cached_items(path: Path, n: int, build) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``build()``'s (image, target) pairs, kept in ``path`` so every run validates on identical arrays."""
     if path.exists():
         z = np.load(path)
-        return [(z[f"x{i}"], z[f"y{i}"]) for i in range(args.val_n)]
-    pool = Pool(OUT, args.seed, offset=VAL_SEED_OFFSET)
-    pool.ensure(2)
-    rng = np.random.default_rng([args.seed, VAL_SEED_OFFSET])
-    items = [training_pair(pool.items[i % 2], rng, patch=args.val_patch, spacing_mm=args.spacing, cartilage_focus=0.9)
-             for i in range(args.val_n)]
+        return [(z[f"x{i}"], z[f"y{i}"]) for i in range(n)]
+    items = build()
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"x{i}": x for i, (x, _) in enumerate(items)},
                         **{f"y{i}": y for i, (_, y) in enumerate(items)})
     atomic_write_bytes(path, buf.getvalue())
     return items
+
+
+def validation_pool(args: argparse.Namespace) -> Pool:
+    pool = Pool(OUT, args.seed, offset=VAL_SEED_OFFSET)
+    pool.ensure(2)
+    return pool
+
+
+def validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cartilage-centred patches of the two validation knees."""
+    def build() -> list[tuple[np.ndarray, np.ndarray]]:
+        pool, rng = validation_pool(args), np.random.default_rng([args.seed, VAL_SEED_OFFSET])
+        return [training_pair(pool.items[i % 2], rng, patch=args.val_patch, spacing_mm=args.spacing,
+                              cartilage_focus=0.9) for i in range(args.val_n)]
+
+    return cached_items(OUT / f"val_{args.val_n}_{args.val_patch}.npz", args.val_n, build)
 
 
 def field_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -129,36 +146,27 @@ def field_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.
 
     The cartilage-centred patches cannot see what fails on real scans: air, far soft tissue and the field-of-view
     edge labelled as bone. These volumes are normalised as a whole, exactly as inference does."""
-    path = OUT / f"valfov_{args.val_fov_n}.npz"
-    if path.exists():
-        z = np.load(path)
-        return [(z[f"x{i}"], z[f"y{i}"]) for i in range(args.val_fov_n)]
-    pool = Pool(OUT, args.seed, offset=VAL_SEED_OFFSET)
-    pool.ensure(2)
-    items = []
-    for i in range(args.val_fov_n):
-        spec = RandomisationSpec(contrasts=(("dess", "random", "pdfs", "t1")[i % 4],), in_plane_mm=(args.spacing,) * 2,
-                                 slice_mm=(args.spacing,) * 2, rotation_deg=10.0)
-        image, labels = synthesize_from_labels(pool.items[i % 2].labels, spec=spec,
-                                               rng=np.random.default_rng([args.seed, VAL_SEED_OFFSET, 1, i]))
-        perm, flip = ras_transform(image.affine)
-        x = normalise_intensity(to_ras_array(image.array, perm, flip))
-        y = to_ras_array(labels.array, perm, flip)
-        items.append((np.ascontiguousarray(x), np.ascontiguousarray(np.where(y < N_CLASSES, y, 0).astype(np.uint8))))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"x{i}": x for i, (x, _) in enumerate(items)},
-                        **{f"y{i}": y for i, (_, y) in enumerate(items)})
-    atomic_write_bytes(path, buf.getvalue())
-    return items
+    def build() -> list[tuple[np.ndarray, np.ndarray]]:
+        pool, items = validation_pool(args), []
+        for i in range(args.val_fov_n):
+            spec = RandomisationSpec(contrasts=(("dess", "random", "pdfs", "t1")[i % 4],),
+                                     in_plane_mm=(args.spacing,) * 2, slice_mm=(args.spacing,) * 2, rotation_deg=10.0)
+            img, lab = network_arrays(*synthesize_from_labels(
+                pool.items[i % 2].labels, spec=spec, rng=np.random.default_rng([args.seed, VAL_SEED_OFFSET, 1, i])))
+            items.append((normalise_intensity(img), lab))
+        return items
+
+    return cached_items(OUT / f"valfov_{args.val_fov_n}.npz", args.val_fov_n, build)
 
 
 @torch.inference_mode()
 def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], whole: bool = False,
-             ) -> dict[str, float]:
-    """Dice per structure over ``items`` (pooled voxels); ``whole`` volumes run through the sliding window."""
+             roi: int | None = None) -> dict[str, float]:
+    """Dice per structure over ``items`` (pooled voxels); ``whole`` volumes run through the bundle's sliding window
+    (or one with a ``roi``³ window, to compare window sizes)."""
     net.eval()
-    inferer = SlidingWindowInferer(roi_size=bundle_settings()["roi_size"], sw_batch_size=1, overlap=0.125,
-                                   mode="gaussian")
+    inferer = bundle_part("inferer") if roi is None else SlidingWindowInferer(
+        roi_size=(roi,) * 3, sw_batch_size=1, overlap=bundle_settings()["overlap"], mode="gaussian")
     inter = np.zeros(N_CLASSES)
     total = np.zeros(N_CLASSES)
     for x, y in items:
@@ -169,6 +177,12 @@ def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], w
             total[c] += np.sum(pred == c) + np.sum(y == c)
     net.train()
     return {name: float(2 * inter[c] / total[c]) if total[c] else float("nan") for c, name in enumerate(NAMES, 1)}
+
+
+def selection_score(patches: dict[str, float], fields: dict[str, float] | None) -> float:
+    """Checkpoint selection: mean Dice of the patches, averaged with that of the whole fields of view when present."""
+    score = float(np.nanmean(list(patches.values())))
+    return 0.5 * (score + float(np.nanmean(list(fields.values())))) if fields else score
 
 
 def learning_rate(step: int, start: int, args: argparse.Namespace) -> float:
@@ -185,9 +199,7 @@ def init_from_bundle(net: torch.nn.Module, kind: str) -> tuple[int, float, float
     bundle = load_bundle(BUNDLE)
     net.load_state_dict(bundle.network.state_dict())
     record = bundle.metadata["training"]
-    patches = float(np.nanmean(list(record["validation_dice_patches"].values())))
-    fov = record.get("validation_dice_fields_of_view")
-    score = 0.5 * (patches + float(np.nanmean(list(fov.values())))) if fov else patches
+    score = selection_score(record["validation_dice_patches"], record.get("validation_dice_fields_of_view"))
     score = score if record.get("validation", "patches8x96") == kind else -1.0
     return int(record["steps"]), score, float(record["cpu_hours"]) * 3600
 
@@ -259,14 +271,13 @@ def train(args: argparse.Namespace) -> None:
             running = []
         if step % args.val_every == 0 or step >= args.steps:
             dice = validate(net, val)
-            score = float(np.nanmean(list(dice.values())))
+            fov = validate(net, val_fov, whole=True) if val_fov else None
+            score = selection_score(dice, fov)
             record = {"step": step, "val_dice": {k: round(v, 4) for k, v in dice.items()},
-                      "val_patches": round(score, 4)}
-            if val_fov:
-                fov = validate(net, val_fov, whole=True)
+                      "val_patches": round(selection_score(dice, None), 4)}
+            if fov:
                 record["val_fov_dice"] = {k: round(v, 4) for k, v in fov.items()}
-                record["val_fov"] = round(float(np.nanmean(list(fov.values()))), 4)
-                score = 0.5 * (score + record["val_fov"])
+                record["val_fov"] = round(selection_score(fov, None), 4)
             improved = score > best
             log({**record, "val_mean": round(score, 4), "best": improved})
             if improved:
@@ -305,10 +316,32 @@ def export(args: argparse.Namespace) -> None:
           f"sha256 {meta['model_sha256']}")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Whole-field validation Dice of the shipped bundle (or ``--checkpoint``) for each ``--roi`` window size."""
+    torch.set_num_threads(args.threads)
+    net = build_network()
+    if args.checkpoint:
+        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["model"])
+        name = str(args.checkpoint)
+    else:
+        bundle = load_bundle(BUNDLE)
+        net.load_state_dict(bundle.network.state_dict())
+        name = f"bundle {bundle.version} (step {bundle.metadata['training']['steps']})"
+    items = field_validation_set(args)
+    print(f"{name}: whole-field validation ({len(items)} volumes), {args.threads} thread(s)")
+    print("roi    seconds  mean   " + "  ".join(n[:8] for n in NAMES))
+    for roi in args.roi:
+        t = time.time()
+        dice = validate(net, items, whole=True, roi=roi)
+        print(f"{roi:<6} {time.time() - t:7.1f}  {selection_score(dice, None):.3f}  "
+              + "  ".join(f"{dice[n]:8.3f}" for n in NAMES))
+
+
 def main() -> None:
     global OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "export"])
+    ap.add_argument("command", choices=["train", "export", "check"],
+                    help="train; export the best checkpoint; check: whole-field validation Dice per window size")
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--hours", type=float, default=2.0, help="stop after this wall-clock time (sessions end)")
@@ -337,12 +370,14 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="check: a checkpoint instead of the bundle")
+    ap.add_argument("--roi", type=int, nargs="+", default=[96], help="check: sliding-window sizes to compare")
     ap.add_argument("--out", type=Path, default=OUT, help="checkpoints, logs and the phantom pool (gitignored)")
     ap.add_argument("--bundle-dir", type=Path, default=BUNDLE, help="export target (default: the shipped bundle)")
     args = ap.parse_args()
     OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)
-    train(args) if args.command == "train" else export(args)
+    {"train": train, "export": export, "check": check}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import KneeSide, LabelVolume, Structure
+from ..core import KneeSide, LabelVolume, Structure, Volume
 from ..synth import Acquisition, KneeAnatomy, RandomisationSpec, make_knee_phantom, synthesize_from_labels
 from ._geometry import ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
-__all__ = ["N_CLASSES", "LabelSource", "augment_patch", "phantom_labels", "training_pair"]
+__all__ = ["N_CLASSES", "LabelSource", "augment_patch", "network_arrays", "phantom_labels", "training_pair"]
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
@@ -84,15 +84,20 @@ def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int =
         sub, centre = source.labels, "uniform"  # the whole map, so the soft-tissue shells follow all the anatomy
     else:
         sub, centre = source.crop_around(rng, 0.75 * patch * spacing_mm * 1.1 + 6.0, cartilage_focus), "anatomy"
-    image, labels = synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre))
-    perm, flip = ras_transform(image.affine)
-    img = np.ascontiguousarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
-    lab = np.ascontiguousarray(to_ras_array(labels.array, perm, flip))
-    lab = np.where(lab < N_CLASSES, lab, 0).astype(np.uint8)
+    img, lab = network_arrays(*synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre)))
     img = normalise_intensity(augment_patch(img, rng, spacing_mm))
     # a patch's percentiles are not the whole volume's (inference normalises the whole field of view): jitter them
     img = img * np.float32(np.exp(rng.normal(0.0, 0.15))) + np.float32(rng.normal(0.0, 0.05))
     return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
+
+
+def network_arrays(image: Volume, labels: LabelVolume) -> tuple[np.ndarray, np.ndarray]:
+    """A rendered image and its labels as the network sees them: RAS axis order, float32 image (not yet
+    normalised), targets 0..6 (fibula and menisci are background)."""
+    perm, flip = ras_transform(image.affine)
+    img = np.ascontiguousarray(to_ras_array(image.array, perm, flip), dtype=np.float32)
+    lab = to_ras_array(labels.array, perm, flip)
+    return img, np.ascontiguousarray(np.where(lab < N_CLASSES, lab, 0).astype(np.uint8))
 
 
 def augment_patch(image: np.ndarray, rng: np.random.Generator, spacing_mm: float) -> np.ndarray:
