@@ -9,7 +9,9 @@ Every sample is a pure function of (seed, step), the phantom pool of (seed, inde
 without ``last.pt`` training starts from the shipped bundle's weights at its recorded step (a fresh optimizer; the
 bundle is the checkpoint that travels between sessions); ``--fresh`` starts from random weights. Training sources
 are MIT-licensed or procedural only (``pymskt_dess_labels`` and ``koaimg.synth`` phantoms); ``woo_oai_labels``
-never enter this script.
+never enter this script. Two renderers: label maps drawn into random images by ``synthesize_from_labels``, and, with
+``--rendered-fraction``, procedural knees imaged by the phantom's own acquisition simulator (protocol grids, sequence
+contrasts, field-of-view edges) and normalised as inference normalises a whole volume.
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from koaimg.core import LabelVolume
 from koaimg.io import atomic_write_bytes, atomic_write_text, read_labels
 from koaimg.segment import load_bundle
 from koaimg.segment._intensity import normalise_intensity
-from koaimg.segment._training import N_CLASSES, LabelSource, network_arrays, phantom_labels, training_pair
+from koaimg.segment._training import (
+    N_CLASSES,
+    LabelSource,
+    RenderedSource,
+    network_arrays,
+    phantom_labels,
+    rendered_pair,
+    rendered_phantom,
+    training_pair,
+)
 from koaimg.synth import RandomisationSpec, synthesize_from_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +97,34 @@ class Pool:
             self.items.append(LabelSource(lab, f"phantom_{i}"))
 
 
+class RenderedPool:
+    """Procedural knees imaged by the phantom's own acquisition simulator, cached on disk as working-grid arrays
+    (a render costs ~10 s; a patch from it ~0.02 s). Seeds: SeedSequence([seed, 7, index]), never an evaluation's."""
+
+    def __init__(self, out: Path, seed: int, spacing_mm: float) -> None:
+        self.dir = out / "rendered"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.seed, self.spacing_mm = seed, spacing_mm
+        self.items: list[RenderedSource] = []
+
+    def ensure(self, n: int) -> None:
+        while len(self.items) < n:
+            i = len(self.items)
+            path = self.dir / f"render_{i:04d}.npz"
+            if path.exists():
+                z = np.load(path)
+                src = RenderedSource(z["image"], z["labels"], str(z["name"]))
+            else:
+                t = time.time()
+                src = rendered_phantom(int(np.random.SeedSequence([self.seed, 7, i]).generate_state(1)[0]),
+                                       self.spacing_mm)
+                buf = io.BytesIO()
+                np.savez(buf, image=src.image, labels=src.labels, name=src.name)
+                atomic_write_bytes(path, buf.getvalue())
+                log({"event": "rendered", "index": i, "name": src.name, "seconds": round(time.time() - t, 1)})
+            self.items.append(src)
+
+
 def log(record: dict) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
     line = json.dumps(record)
@@ -98,15 +137,31 @@ def pool_size(step: int, args: argparse.Namespace) -> int:
     return int(min(args.pool_max, args.pool_start + step // args.pool_every))
 
 
-def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Pool) -> tuple[torch.Tensor, torch.Tensor]:
+def rendered_size(step: int, start: int | None, args: argparse.Namespace) -> int:
+    """Rendered knees in use at ``step``: the pool grows from the step the source was switched on (kept in last.pt)."""
+    if args.rendered_fraction <= 0 or start is None:
+        return 0
+    return int(min(args.rendered_max, args.rendered_start + max(0, step - start) // args.rendered_every))
+
+
+def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Pool, rendered: RenderedPool,
+               rendered_from: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng([args.seed, step])
     n = pool_size(step, args)
     pool.ensure(n)
+    n_rendered = rendered_size(step, rendered_from, args)
+    rendered.ensure(n_rendered)
     xs, ys = [], []
     for _ in range(args.batch):
-        src = real if rng.random() < args.real_fraction else pool.items[int(rng.integers(n))]
-        img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
-                                 cartilage_focus=args.cartilage_focus, anywhere=args.anywhere)
+        u = rng.random()  # one draw picks the source, so runs without rendered knees keep their sample stream
+        if n_rendered and u >= 1.0 - args.rendered_fraction:
+            img, lab = rendered_pair(rendered.items[int(rng.integers(n_rendered))], rng, patch=args.patch,
+                                     spacing_mm=args.spacing, cartilage_focus=args.cartilage_focus,
+                                     anywhere=args.anywhere)
+        else:
+            src = real if u < args.real_fraction else pool.items[int(rng.integers(n))]
+            img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
+                                     cartilage_focus=args.cartilage_focus, anywhere=args.anywhere)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -222,7 +277,7 @@ def train(args: argparse.Namespace) -> None:
     net = build_network()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-4, smooth_dr=1e-4)
-    step, best, seconds, kind, anneal_start = 0, -1.0, 0.0, validation_kind(args), None
+    step, best, seconds, kind, anneal_start, rendered_from = 0, -1.0, 0.0, validation_kind(args), None, None
     last = OUT / "last.pt"
     if last.exists() and not args.fresh:
         ck = torch.load(last, map_location="cpu", weights_only=False)
@@ -230,6 +285,7 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(ck["optimizer"])
         step, best, seconds = ck["step"], ck["best"], ck.get("train_seconds", 0.0)
         anneal_start = ck.get("anneal_start")
+        rendered_from = ck.get("rendered_from")
         if ck.get("val_kind", "patches8x96") != kind:
             best = -1.0  # scores of another validation set are not comparable
         log({"event": "resume", "step": step, "best": best, "val_kind": kind})
@@ -238,15 +294,19 @@ def train(args: argparse.Namespace) -> None:
         log({"event": "init_from_bundle", "step": step, "best": best, "val_kind": kind})
     if args.anneal_steps > 0 and (anneal_start is None or args.new_cycle):
         anneal_start = step  # the cycle's start travels in last.pt, so a resumed run continues the same decay
+    if args.rendered_fraction > 0 and rendered_from is None:
+        rendered_from = step  # the rendered pool grows from here; travels in last.pt like the decay's start
     real = LabelSource(read_labels(REAL_MAP, preset="pymskt"), "pymskt_dess_labels")
     pool = Pool(OUT, args.seed)
+    rendered = RenderedPool(OUT, args.seed, args.spacing)
     val = validation_set(args)
     val_fov = field_validation_set(args) if args.val_fov_n else []
     deadline = time.time() + args.hours * 3600
 
     def checkpoint(path: Path) -> None:
         save(path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                    "train_seconds": seconds, "args": vars(args), "val_kind": kind, "anneal_start": anneal_start})
+                    "train_seconds": seconds, "args": vars(args), "val_kind": kind, "anneal_start": anneal_start,
+                    "rendered_from": rendered_from})
 
     net.train()
     running = []
@@ -255,7 +315,7 @@ def train(args: argparse.Namespace) -> None:
         lr = learning_rate(step, anneal_start or 0, args)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = draw_batch(step, args, real, pool)
+        x, y = draw_batch(step, args, real, pool, rendered, rendered_from)
         t1 = time.time()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
@@ -267,6 +327,7 @@ def train(args: argparse.Namespace) -> None:
         if step % args.log_every == 0:
             log({"step": step, "loss": round(float(np.mean(running)), 4), "lr": float(f"{lr:.3g}"),
                  "data_s": round(t1 - t0, 2), "step_s": round(time.time() - t0, 2), "pool": len(pool.items),
+                 "rendered": len(rendered.items),
                  "train_hours": round(seconds / 3600, 3)})
             running = []
         if step % args.val_every == 0 or step >= args.steps:
@@ -351,6 +412,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KOAIMG_TRAIN_THREADS", "1")))
     ap.add_argument("--real-fraction", type=float, default=0.35)
+    ap.add_argument("--rendered-fraction", type=float, default=0.0,
+                    help="share of patches from knees imaged by the phantom's own acquisition simulator")
+    ap.add_argument("--rendered-start", type=int, default=4, help="rendered knees when the source is switched on")
+    ap.add_argument("--rendered-every", type=int, default=100, help="steps per additional rendered knee")
+    ap.add_argument("--rendered-max", type=int, default=40)
     ap.add_argument("--cartilage-focus", type=float, default=0.75,
                     help="share of patches centred on cartilage (the rest on any labelled voxel)")
     ap.add_argument("--anywhere", type=float, default=0.0,
@@ -375,6 +441,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="checkpoints, logs and the phantom pool (gitignored)")
     ap.add_argument("--bundle-dir", type=Path, default=BUNDLE, help="export target (default: the shipped bundle)")
     args = ap.parse_args()
+    if not 0.0 <= args.real_fraction + args.rendered_fraction <= 1.0 or min(args.real_fraction,
+                                                                              args.rendered_fraction) < 0:
+        ap.error("--real-fraction and --rendered-fraction must be >= 0 and add up to at most 1")
     OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)
     {"train": train, "export": export, "check": check}[args.command](args)

@@ -71,6 +71,13 @@ class WorkingGrid:
         native_sp = np.linalg.norm(self.ras_affine[:3, :3], axis=0)
         return resample(ras, self.ras_affine, self.affine, self.shape, antialias=self.spacing / native_sp)
 
+    def labels_to_working(self, labels: np.ndarray) -> np.ndarray:
+        """Native-grid label map -> working grid by nearest neighbour (training on images of the phantom's own
+        acquisition simulator: the targets must sit on the grid the network sees)."""
+        ras = np.ascontiguousarray(to_ras_array(labels, self.perm, self.flip), dtype=np.float32)
+        out = resample(ras, self.ras_affine, self.affine, self.shape, mode="nearest")
+        return np.rint(out).astype(np.uint8)
+
     def native_slabs(self, channels: torch.Tensor, k_slab: int = 16) -> Iterator[tuple[int, int, torch.Tensor]]:
         """(C, working...) maps sampled at the native voxel centres, slab by slab along the native third axis:
         yields (k0, k1, (C, I, J, k1 - k0)). Chunked so that a 7-class map of a DESS grid never sits in memory twice."""
@@ -82,8 +89,10 @@ class WorkingGrid:
             yield k0, k1, _sample(src, to_src, (self.native_shape[0], self.native_shape[1], k1 - k0), k0)
 
 
-def _sample(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], k0: int = 0) -> torch.Tensor:
-    """Sample (C, X, Y, Z) ``src`` at index ``to_src @ ijk`` for every ijk of ``shape`` (k offset by k0); edge clamp."""
+def _sample(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], k0: int = 0,
+            mode: str = "bilinear") -> torch.Tensor:
+    """Sample (C, X, Y, Z) ``src`` at index ``to_src @ ijk`` for every ijk of ``shape`` (k offset by k0); edge clamp.
+    ``mode="nearest"`` for label maps (a label is never interpolated)."""
     ii, jj, kk = (torch.arange(n, dtype=torch.float64) for n in shape)
     kk = kk + k0
     m = torch.as_tensor(to_src, dtype=torch.float64)
@@ -93,14 +102,14 @@ def _sample(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], 
     norm = 2.0 * pos / torch.clamp(size - 1, min=1) - 1.0
     # grid_sample wants (x, y, z) = (last, middle, first) source axis
     g = norm.flip(-1).to(torch.float32)[None]
-    out = F.grid_sample(src[None], g, mode="bilinear", padding_mode="border",
-                        align_corners=True)
+    out = F.grid_sample(src[None], g, mode=mode, padding_mode="border", align_corners=True)
     return out[0]
 
 
 def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, int, int],
-             antialias: np.ndarray | None = None) -> np.ndarray:
-    """Trilinear resampling of ``array`` (src grid) onto a destination grid; optional box pre-filter per axis."""
+             antialias: np.ndarray | None = None, mode: str = "bilinear") -> np.ndarray:
+    """Trilinear (or ``mode="nearest"``, for labels) resampling of ``array`` (src grid) onto a destination grid;
+    optional box pre-filter per axis (images only)."""
     src = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     if antialias is not None:
         k = [max(1, int(np.floor(a))) for a in np.asarray(antialias)]
@@ -111,5 +120,5 @@ def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, 
     out = np.empty(tuple(dst_shape), dtype=np.float32)
     for k0 in range(0, dst_shape[2], 16):
         k1 = min(dst_shape[2], k0 + 16)
-        out[:, :, k0:k1] = _sample(src[0], to_src, (dst_shape[0], dst_shape[1], k1 - k0), k0).numpy()[0]
+        out[:, :, k0:k1] = _sample(src[0], to_src, (dst_shape[0], dst_shape[1], k1 - k0), k0, mode).numpy()[0]
     return out

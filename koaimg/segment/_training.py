@@ -7,18 +7,28 @@ sample: a training run that resumes from a checkpoint sees exactly the samples i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core import KneeSide, LabelVolume, Structure, Volume
-from ..synth import Acquisition, KneeAnatomy, RandomisationSpec, make_knee_phantom, synthesize_from_labels
-from ._geometry import ras_transform, to_ras_array
+from ..synth import (
+    ACQUISITIONS,
+    Acquisition,
+    KneeAnatomy,
+    Pose,
+    RandomisationSpec,
+    make_knee_phantom,
+    synthesize_from_labels,
+)
+from ..synth._tissues import CONTRASTS, Tissue
+from ._geometry import WorkingGrid, ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
-__all__ = ["N_CLASSES", "LabelSource", "augment_patch", "network_arrays", "phantom_labels", "training_pair"]
+__all__ = ["N_CLASSES", "LabelSource", "RenderedSource", "augment_patch", "network_arrays", "phantom_labels",
+           "rendered_pair", "rendered_phantom", "training_pair"]
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
@@ -61,6 +71,80 @@ class LabelSource:
         affine = self.labels.affine.copy()
         affine[:3, 3] = self.labels.index_to_world(lo.astype(float))
         return LabelVolume(np.ascontiguousarray(sub), affine, self.labels.meta)
+
+
+@dataclass
+class RenderedSource:
+    """A procedural knee imaged by the phantom's own acquisition simulator, on the working grid (RAS, normalised like
+    inference normalises a whole field of view): the second renderer, whose backgrounds (fat at the field-of-view
+    edge, plain muscle) and sequence contrasts the label-driven renderer does not draw."""
+
+    image: np.ndarray  # float16, normalise_intensity of the whole working-grid volume
+    labels: np.ndarray  # uint8 targets 0..6
+    name: str = ""
+    cartilage: np.ndarray = field(init=False)
+    foreground: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cartilage = np.argwhere(np.isin(self.labels, CARTILAGE)).astype(np.int32)
+        self.foreground = np.argwhere(self.labels[::4, ::4, ::4] > 0).astype(np.int32) * 4
+
+    def crop(self, rng: np.random.Generator, patch: int, cartilage_focus: float,
+             anywhere: float) -> tuple[np.ndarray, np.ndarray]:
+        """A (patch,)*3 crop centred anywhere (probability ``anywhere``), on cartilage or on labelled anatomy, kept
+        inside the field of view (as inference's sliding windows are)."""
+        shape = np.array(self.labels.shape)
+        if rng.random() < anywhere:
+            centre = (rng.random(3) * shape).astype(np.int64)
+        else:
+            pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
+            centre = pool[rng.integers(len(pool))].astype(np.int64)
+        lo = np.clip(centre - patch // 2, 0, np.maximum(shape - patch, 0))
+        box = tuple(slice(int(a), int(a) + patch) for a in lo)
+        img = np.zeros((patch,) * 3, dtype=np.float32)
+        lab = np.zeros((patch,) * 3, dtype=np.uint8)
+        sub = self.image[box]
+        img[tuple(slice(0, n) for n in sub.shape)] = sub
+        lab[tuple(slice(0, n) for n in sub.shape)] = self.labels[box]
+        return img, lab
+
+
+def rendered_phantom(seed: int, spacing_mm: float = 0.6,
+                     acquisitions: dict[str, Acquisition] | None = None) -> RenderedSource:
+    """A random knee (anatomy, side, pose) imaged on a random protocol grid (default ``ACQUISITIONS``: DESS, FLASH,
+    TSE, sample) with a random sequence contrast (a randomised preset, or every tissue uniform SynthSeg-style)."""
+    protocols = ACQUISITIONS if acquisitions is None else acquisitions
+    rng = np.random.default_rng(seed)
+    anatomy = KneeAnatomy.random(rng)
+    side = KneeSide.RIGHT if rng.random() < 0.5 else KneeSide.LEFT
+    acq_name = str(rng.choice(sorted(protocols)))
+    contrast = str(rng.choice(["dess", "pdfs", "t1", "random"]))
+    if contrast == "random":
+        table = rng.uniform(0.0, 1.0, len(Tissue)).astype(np.float32)
+        table[Tissue.AIR] = 0.0
+        acq = protocols[acq_name]
+    else:
+        table = CONTRASTS[contrast].randomised(rng)
+        acq = replace(protocols[acq_name], contrast=contrast)
+    pose = Pose.random(rng, max_deg=10.0, max_mm=10.0)
+    ph = make_knee_phantom(anatomy, acq, seed=int(rng.integers(2**31)), side=side, pose=pose, contrast_table=table)
+    grid = WorkingGrid(ph.image.affine, ph.image.spatial_shape, spacing_mm)
+    image = normalise_intensity(grid.to_working(ph.image.array)).astype(np.float16)
+    labels = grid.labels_to_working(ph.labels.array)
+    labels[labels >= N_CLASSES] = 0
+    return RenderedSource(image, labels, f"{acq_name}_{contrast}")
+
+
+def rendered_pair(source: RenderedSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
+                  cartilage_focus: float = 0.75, anywhere: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, target) patch from a :class:`RenderedSource`, augmented like :func:`training_pair`'s (thicker
+    slices, gamma, a mild intensity jitter: the volume is already normalised as a whole)."""
+    img, lab = source.crop(rng, patch, cartilage_focus, anywhere)
+    if rng.random() < 0.5:  # mirror left/right: both knees in every protocol
+        img, lab = np.ascontiguousarray(img[::-1]), np.ascontiguousarray(lab[::-1])
+    img = augment_patch(img, rng, spacing_mm)
+    img = img * np.float32(np.exp(rng.normal(0.0, 0.05))) + np.float32(rng.normal(0.0, 0.02))
+    return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
 
 
 def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy") -> RandomisationSpec:
