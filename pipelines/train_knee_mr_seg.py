@@ -214,6 +214,25 @@ def field_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.
     return cached_items(OUT / f"valfov_{args.val_fov_n}.npz", args.val_fov_n, build)
 
 
+#: protocols of the rendered validation knees: the sequences the label-driven validation does not image
+RENDERED_VAL = (("flash", "t1"), ("tse", "pdfs"), ("tse", "t1"), ("dess", "dess"))
+
+
+def rendered_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole fields of view of procedural knees imaged by the phantom's own simulator (T1 FLASH, PD-FS TSE, ...):
+    seeds SeedSequence([seed, 8, i]), apart from training's ([seed, 7, i]) and the evaluation's."""
+    def build() -> list[tuple[np.ndarray, np.ndarray]]:
+        items = []
+        for i in range(args.val_rendered_n):
+            acq, contrast = RENDERED_VAL[i % len(RENDERED_VAL)]
+            src = rendered_phantom(int(np.random.SeedSequence([args.seed, 8, i]).generate_state(1)[0]), args.spacing,
+                                   acquisition=acq, contrast=contrast)
+            items.append((src.image.astype(np.float32), src.labels))
+        return items
+
+    return cached_items(OUT / f"valrend_{args.val_rendered_n}.npz", args.val_rendered_n, build)
+
+
 @torch.inference_mode()
 def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], whole: bool = False,
              roi: int | None = None) -> dict[str, float]:
@@ -267,7 +286,8 @@ def save(path: Path, obj: dict) -> None:
 
 def validation_kind(args: argparse.Namespace) -> str:
     """What a validation score means; a best score from another kind of validation is not compared with it."""
-    return f"patches{args.val_n}x{args.val_patch}" + (f"+fov{args.val_fov_n}" if args.val_fov_n else "")
+    return (f"patches{args.val_n}x{args.val_patch}" + (f"+fov{args.val_fov_n}" if args.val_fov_n else "")
+            + (f"+rendered{args.val_rendered_n}" if args.val_rendered_n else ""))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -301,6 +321,7 @@ def train(args: argparse.Namespace) -> None:
     rendered = RenderedPool(OUT, args.seed, args.spacing)
     val = validation_set(args)
     val_fov = field_validation_set(args) if args.val_fov_n else []
+    val_fov += rendered_validation_set(args) if args.val_rendered_n else []
     deadline = time.time() + args.hours * 3600
 
     def checkpoint(path: Path) -> None:
@@ -388,7 +409,7 @@ def check(args: argparse.Namespace) -> None:
         bundle = load_bundle(BUNDLE)
         net.load_state_dict(bundle.network.state_dict())
         name = f"bundle {bundle.version} (step {bundle.metadata['training']['steps']})"
-    items = field_validation_set(args)
+    items = field_validation_set(args) + (rendered_validation_set(args) if args.val_rendered_n else [])
     print(f"{name}: whole-field validation ({len(items)} volumes), {args.threads} thread(s)")
     print("roi    seconds  mean   " + "  ".join(n[:8] for n in NAMES))
     for roi in args.roi:
@@ -428,6 +449,8 @@ def main() -> None:
     ap.add_argument("--val-patch", type=int, default=96)
     ap.add_argument("--val-fov-n", type=int, default=2,
                     help="whole-field-of-view validation volumes (0: cartilage-centred patches only)")
+    ap.add_argument("--val-rendered-n", type=int, default=0,
+                    help="whole fields of view of knees imaged by the phantom's simulator (T1 FLASH, PD-FS TSE, ...)")
     ap.add_argument("--val-every", type=int, default=150)
     ap.add_argument("--anneal-steps", type=int, default=0,
                     help="cosine decay of the learning rate to --lr-min over this many steps (0: constant --lr)")

@@ -109,16 +109,18 @@ class RenderedSource:
         return img, lab
 
 
-def rendered_phantom(seed: int, spacing_mm: float = 0.6,
-                     acquisitions: dict[str, Acquisition] | None = None) -> RenderedSource:
+def rendered_phantom(seed: int, spacing_mm: float = 0.6, acquisitions: dict[str, Acquisition] | None = None, *,
+                     acquisition: str | None = None, contrast: str | None = None) -> RenderedSource:
     """A random knee (anatomy, side, pose) imaged on a random protocol grid (default ``ACQUISITIONS``: DESS, FLASH,
-    TSE, sample) with a random sequence contrast (a randomised preset, or every tissue uniform SynthSeg-style)."""
+    TSE, sample) with a random sequence contrast (a randomised preset, or every tissue uniform SynthSeg-style);
+    ``acquisition`` / ``contrast`` fix the protocol and sequence (validation sets)."""
     protocols = ACQUISITIONS if acquisitions is None else acquisitions
     rng = np.random.default_rng(seed)
     anatomy = KneeAnatomy.random(rng)
     side = KneeSide.RIGHT if rng.random() < 0.5 else KneeSide.LEFT
     acq_name = str(rng.choice(sorted(protocols)))
-    contrast = str(rng.choice(["dess", "pdfs", "t1", "random"]))
+    drawn = str(rng.choice(["dess", "pdfs", "t1", "random"]))
+    acq_name, contrast = acquisition or acq_name, contrast or drawn
     if contrast == "random":
         table = rng.uniform(0.0, 1.0, len(Tissue)).astype(np.float32)
         table[Tissue.AIR] = 0.0
