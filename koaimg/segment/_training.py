@@ -45,6 +45,20 @@ def phantom_labels(seed: int, grid: Acquisition = PHANTOM_GRID) -> LabelVolume:
     return make_knee_phantom(anatomy, grid, seed=seed, side=side, with_image=False).labels
 
 
+def _centre_candidates(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels a patch may be centred on: every cartilage voxel, and every 4th labelled voxel per axis."""
+    cartilage = np.argwhere(np.isin(labels, CARTILAGE)).astype(np.int32)
+    foreground = np.argwhere(labels[::4, ::4, ::4] > 0).astype(np.int32) * 4
+    return cartilage, foreground
+
+
+def _pick_centre(rng: np.random.Generator, cartilage: np.ndarray, foreground: np.ndarray,
+                 cartilage_focus: float) -> np.ndarray:
+    """A cartilage voxel with probability ``cartilage_focus`` (when there is any), else a labelled voxel."""
+    pool = cartilage if (rng.random() < cartilage_focus and len(cartilage)) else foreground
+    return pool[rng.integers(len(pool))].astype(np.int64)
+
+
 @dataclass
 class LabelSource:
     """A label map and cached voxel lists to centre patches on cartilage (most voxels are bone or background)."""
@@ -55,16 +69,13 @@ class LabelSource:
     foreground: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        lab = self.labels.array
-        self.cartilage = np.argwhere(np.isin(lab, CARTILAGE)).astype(np.int32)
-        self.foreground = np.argwhere(lab[::4, ::4, ::4] > 0).astype(np.int32) * 4
+        self.cartilage, self.foreground = _centre_candidates(self.labels.array)
 
     def crop_around(self, rng: np.random.Generator, half_mm: float, cartilage_focus: float) -> LabelVolume:
         """A sub-map centred on a random cartilage voxel (probability ``cartilage_focus``) or labelled voxel."""
         shape = np.array(self.labels.spatial_shape)
         half = np.ceil(half_mm / self.labels.spacing).astype(np.int64)
-        pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
-        centre = pool[rng.integers(len(pool))].astype(np.int64)
+        centre = _pick_centre(rng, self.cartilage, self.foreground, cartilage_focus)
         lo = np.clip(centre - half, 0, shape - 1)
         hi = np.clip(centre + half + 1, 1, shape)
         sub = self.labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -86,8 +97,7 @@ class RenderedSource:
     foreground: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.cartilage = np.argwhere(np.isin(self.labels, CARTILAGE)).astype(np.int32)
-        self.foreground = np.argwhere(self.labels[::4, ::4, ::4] > 0).astype(np.int32) * 4
+        self.cartilage, self.foreground = _centre_candidates(self.labels)
 
     def crop(self, rng: np.random.Generator, patch: int, cartilage_focus: float,
              anywhere: float) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +107,7 @@ class RenderedSource:
         if rng.random() < anywhere:
             centre = (rng.random(3) * shape).astype(np.int64)
         else:
-            pool = self.cartilage if (rng.random() < cartilage_focus and len(self.cartilage)) else self.foreground
-            centre = pool[rng.integers(len(pool))].astype(np.int64)
+            centre = _pick_centre(rng, self.cartilage, self.foreground, cartilage_focus)
         lo = np.clip(centre - patch // 2, 0, np.maximum(shape - patch, 0))
         box = tuple(slice(int(a), int(a) + patch) for a in lo)
         img = np.zeros((patch,) * 3, dtype=np.float32)
