@@ -60,9 +60,31 @@ def _bone_component(comp: np.ndarray, sizes: np.ndarray, cartilage: np.ndarray) 
     return int(np.lexsort((sizes, contact))[-1])  # most contact, then size
 
 
+#: 3x3x3 structures connecting voxels within one plane only: a hole is filled when a slice encloses it
+_IN_PLANE = tuple(np.stack([np.zeros((3, 3), bool) if k != 1 else ndimage.generate_binary_structure(2, 1)
+                            for k in range(3)], axis=axis) for axis in range(3))
+
+
+def _fill_bone_holes(out: np.ndarray, bone: Structure) -> None:
+    """Give a bone's enclosed unlabelled pockets back to the bone, in place (background voxels only).
+
+    A bone label is solid (cortex and marrow); the network leaves pockets of textured or dark marrow unlabelled
+    (seen on the CLAIR template and the MESE knee). The pockets are filled per slice in each of the three planes,
+    not in 3D: a marrow cavity cut by the field-of-view edge is open in 3D yet enclosed in most slices."""
+    mask = out == bone
+    box = ndimage.find_objects(mask.astype(np.uint8))
+    if not box or box[0] is None:
+        return
+    sub_out, sub = out[box[0]], mask[box[0]]
+    filled = sub
+    for structure in _IN_PLANE:  # in turn: a pocket closed in one plane may close another plane's pocket
+        filled = ndimage.binary_fill_holes(filled, structure=structure)
+    sub_out[filled & (sub_out == 0)] = bone
+
+
 def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
-    """Keep one component of each bone (the one bearing most of its cartilage, else the largest); keep the cartilage
-    components that touch their bone.
+    """Keep one component of each bone (the one bearing most of its cartilage, else the largest) and fill the
+    pockets it encloses; keep the cartilage components that touch their bone.
 
     Keeping only the largest cartilage component would delete a whole tibial plate (medial and lateral tibial
     cartilage are separate components) or a femoral fragment isolated by a defect, so cartilage is kept per component
@@ -74,6 +96,7 @@ def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
         if sizes.size > 2:
             keep = _bone_component(comp, sizes, labels == _cartilage_of(bone))
             out[(comp > 0) & (comp != keep)] = 0
+        _fill_bone_holes(out, bone)
     min_vox = max(1, round(0.01 / voxel_ml))  # 10 mm^3
     for cart in CARTILAGES:
         comp, sizes = _components(out == cart)

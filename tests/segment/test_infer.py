@@ -76,6 +76,23 @@ def test_clean_labels_keeps_the_bone_its_cartilage_sits_on_not_a_larger_false_on
     assert (out == Structure.FEMORAL_CARTILAGE).sum() == cap.sum()
 
 
+def test_clean_labels_fills_the_pockets_a_bone_encloses_but_not_its_notch() -> None:
+    shape = (40, 40, 40)
+    lab = np.zeros(shape, np.uint8)
+    lab[5:35, 5:35, 0:30] = Structure.FEMUR  # the shaft runs out of the field of view at k = 0
+    lab[12:18, 12:18, 12:18] = 0  # enclosed marrow pocket
+    lab[20:28, 20:28, 0:10] = 0  # marrow cavity open at the field-of-view edge: open in 3D, closed in axial slices
+    lab[22:26, 8:12, 20:24] = Structure.FEMORAL_CARTILAGE  # a pocket holding another label keeps it
+    lab[15:25, 0:20, 25:30] = 0  # a notch open to the outside stays background
+    lab[5:35, 5:35, 30:32] = Structure.FEMORAL_CARTILAGE
+    out = clean_labels(lab, voxel_ml=0.001)
+    assert (out[12:18, 12:18, 12:18] == Structure.FEMUR).all()
+    assert (out[20:28, 20:28, 0:10] == Structure.FEMUR).all()
+    assert (out[22:26, 8:12, 20:24] == Structure.FEMORAL_CARTILAGE).all()
+    assert (out[15:25, 0:20, 25:30] == 0).all()
+    assert (out[:5] == 0).all() and (out[35:] == 0).all(), "nothing outside the bone is claimed"
+
+
 def test_bilateral_and_empty_fields_of_view_warn() -> None:
     shape = (200, 40, 40)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
