@@ -1,6 +1,9 @@
 """Train the knee MR segmentation bundle by domain randomisation, on CPU, resumable across sessions.
 
     nice -n 15 nohup python pipelines/train_knee_mr_seg.py train --hours 2 > pipelines/out/knee_mr_seg/train.out 2>&1 &
+
+The defaults are the recipe of the shipped weights (release 0.3.0); add ``--anneal-steps N --new-cycle`` to start a
+new cosine cycle of the learning rate.
     python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
     python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
@@ -430,26 +433,26 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--patch", type=int, default=80)
     ap.add_argument("--spacing", type=float, default=bundle_settings()["working_spacing_mm"])
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KOAIMG_TRAIN_THREADS", "1")))
     ap.add_argument("--real-fraction", type=float, default=0.35)
-    ap.add_argument("--rendered-fraction", type=float, default=0.0,
+    ap.add_argument("--rendered-fraction", type=float, default=0.25,
                     help="share of patches from knees imaged by the phantom's own acquisition simulator")
     ap.add_argument("--rendered-start", type=int, default=4, help="rendered knees when the source is switched on")
     ap.add_argument("--rendered-every", type=int, default=100, help="steps per additional rendered knee")
     ap.add_argument("--rendered-max", type=int, default=40)
-    ap.add_argument("--cartilage-focus", type=float, default=0.75,
+    ap.add_argument("--cartilage-focus", type=float, default=0.5,
                     help="share of patches centred on cartilage (the rest on any labelled voxel)")
-    ap.add_argument("--anywhere", type=float, default=0.0,
+    ap.add_argument("--anywhere", type=float, default=0.5,
                     help="share of patches centred anywhere in the label map (far background, field-of-view edge)")
     ap.add_argument("--pool-start", type=int, default=6)
-    ap.add_argument("--pool-every", type=int, default=40)
-    ap.add_argument("--pool-max", type=int, default=60)
+    ap.add_argument("--pool-every", type=int, default=100)
+    ap.add_argument("--pool-max", type=int, default=90)
     ap.add_argument("--val-n", type=int, default=8)
     ap.add_argument("--val-patch", type=int, default=96)
     ap.add_argument("--val-fov-n", type=int, default=2,
                     help="whole-field-of-view validation volumes (0: cartilage-centred patches only)")
-    ap.add_argument("--val-rendered-n", type=int, default=0,
+    ap.add_argument("--val-rendered-n", type=int, default=2,
                     help="whole fields of view of knees imaged by the phantom's simulator (T1 FLASH, PD-FS TSE, ...)")
     ap.add_argument("--val-every", type=int, default=150)
     ap.add_argument("--anneal-steps", type=int, default=0,
