@@ -16,14 +16,15 @@ import torch.nn.functional as F
 from ..core import KneeSide, LabelVolume, Structure, Volume
 from ..synth import (
     ACQUISITIONS,
+    CONTRASTS,
     Acquisition,
     KneeAnatomy,
     Pose,
     RandomisationSpec,
+    Tissue,
     make_knee_phantom,
     synthesize_from_labels,
 )
-from ..synth._tissues import CONTRASTS, Tissue
 from ._geometry import WorkingGrid, ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
