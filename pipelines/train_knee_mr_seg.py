@@ -164,7 +164,8 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
         else:
             src = real if u < args.real_fraction else pool.items[int(rng.integers(n))]
             img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
-                                     cartilage_focus=args.cartilage_focus, anywhere=args.anywhere)
+                                     cartilage_focus=args.cartilage_focus, anywhere=args.anywhere,
+                                     thickness_change=args.thickness_change)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -445,6 +446,8 @@ def main() -> None:
                     help="share of patches centred on cartilage (the rest on any labelled voxel)")
     ap.add_argument("--anywhere", type=float, default=0.5,
                     help="share of patches centred anywhere in the label map (far background, field-of-view edge)")
+    ap.add_argument("--thickness-change", type=float, default=0.0,
+                    help="share of label-map patches whose cartilage is first made 0.3-0.8 mm thinner or thicker")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=100)
     ap.add_argument("--pool-max", type=int, default=90)

@@ -7,7 +7,13 @@ import pytest
 
 from koaimg.core import LabelVolume
 from koaimg.segment import WorkingGrid
-from koaimg.segment._training import LabelSource, rendered_pair, rendered_phantom, training_pair
+from koaimg.segment._training import (
+    LabelSource,
+    rendered_pair,
+    rendered_phantom,
+    training_pair,
+    vary_cartilage_thickness,
+)
 from koaimg.synth import Acquisition
 
 
@@ -82,3 +88,48 @@ def test_rendered_knee_images_align_with_their_labels_and_are_reproducible():
     for im, lab in far + near:
         assert im.shape == lab.shape == (24, 24, 24) and im.dtype == np.float32
         assert im.min() >= -0.5 and im.max() <= 2.0
+
+
+def _slab(spacing: tuple[float, float, float]) -> LabelVolume:
+    """Bone below, 6 voxels of femoral cartilage, background above (along axis 2)."""
+    lab = np.zeros((20, 20, 30), np.uint8)
+    lab[:, :, :10] = 1
+    lab[:, :, 10:16] = 2
+    return LabelVolume(lab, np.diag([*spacing, 1.0]))
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (1.0, 1.0, 0.4)])
+def test_cartilage_thickness_moves_the_articular_surface_only(spacing):
+    base = _slab(spacing)
+    seen = set()
+    for seed in range(12):
+        out = vary_cartilage_thickness(base, np.random.default_rng(seed), change_mm=(0.8, 0.8))
+        arr = out.array
+        assert np.array_equal(arr == 1, base.array == 1), "bone never changes"
+        assert set(np.unique(arr)) <= {0, 1, 2}, "no other label is invented"
+        column = arr[10, 10]
+        thickness = int((column == 2).sum())
+        assert column[10] == 2 and (column[10:10 + thickness] == 2).all(), "cartilage stays on the bone, in one piece"
+        assert np.array_equal(out.affine, base.affine)
+        seen.add(thickness)
+    step = 2  # 0.8 mm at 0.4 mm (the finest axis is the one the surface moves along)
+    assert seen == {6 - step, 6 + step}, seen
+
+
+def test_thickness_change_never_moves_a_surface_by_a_thick_slice():
+    lab = np.zeros((20, 20, 30), np.uint8)
+    lab[:10] = 1
+    lab[10:14] = 2  # cartilage stacked along axis 0, sampled by 2 mm slices
+    base = LabelVolume(lab, np.diag([2.0, 0.5, 0.5, 1.0]))
+    for seed in range(6):
+        out = vary_cartilage_thickness(base, np.random.default_rng(seed), change_mm=(0.5, 0.5))
+        assert np.array_equal(out.array, lab), "surfaces only move along finely sampled axes"
+
+
+def test_thickness_change_is_off_by_default_so_validation_samples_stay_as_they_were():
+    source = _source()
+    a = training_pair(source, np.random.default_rng(3), patch=16, spacing_mm=0.6)
+    b = training_pair(source, np.random.default_rng(3), patch=16, spacing_mm=0.6, thickness_change=0.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    c = training_pair(source, np.random.default_rng(3), patch=16, spacing_mm=0.6, thickness_change=1.0)
+    assert c[0].shape == (16, 16, 16)
