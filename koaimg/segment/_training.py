@@ -194,7 +194,7 @@ def vary_cartilage_thickness(labels: LabelVolume, rng: np.random.Generator,
             idx = [1, 1, 1]
             idx[a] = end
             structure[tuple(idx)] = True
-    steps = max(1, int(round(rng.uniform(*change_mm) / sp[fine].min())))
+    steps = max(1, round(float(rng.uniform(*change_mm)) / float(sp[fine].min())))
     where = np.argwhere(cartilage)
     lo = np.maximum(where.min(0) - steps - 1, 0)
     hi = np.minimum(where.max(0) + steps + 2, arr.shape)
