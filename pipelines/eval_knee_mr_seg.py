@@ -9,7 +9,9 @@ settings each (DESS-, TSE-, FLASH-like, random contrast, left mirror) and twelve
 contrast. Per image: Dice and mean symmetric surface distance (mm) per structure, and the femoral ThCcAB.Me from
 predicted vs true labels (``koaimg.measure.measure_knee``). Real images: the pymskt multi-echo T2 knee (DICOM, no
 labels: plausibility and overlays) and the CLAIR template (Dice against its label; header orientation checked
-against the data, see ``clair_volume``). Writes results.json, results.md and overlay PNGs into --out.
+against the data, see ``clair_volume``). ``--parts floor`` needs no network: it sends each synthetic case's true
+labels to the working grid and back (as the probabilities travel) and measures the ThCcAB error that geometry alone
+leaves. Writes results.json, results.md and overlay PNGs into --out.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from scipy import ndimage
 from koaimg.core import STRUCTURE_COLOURS, KneeSide, LabelVolume, Structure, Volume
 from koaimg.io import discover, load_series, read_image, read_labels
 from koaimg.measure import measure_knee
-from koaimg.segment import load_bundle, segment_volume
+from koaimg.segment import WorkingGrid, load_bundle, segment_volume
 from koaimg.segment._geometry import ras_affine, ras_transform, to_ras_array
 from koaimg.synth import ACQUISITIONS, KneeAnatomy, RandomisationSpec, make_knee_phantom, synthesize_from_labels
 
@@ -124,6 +126,26 @@ def evaluate(bundle, case: str, image: Volume, truth: LabelVolume, device: str) 
 
 
 # real images --------------------------------------------------------------------------------------------------------
+def grid_floor(case: str, image: Volume, truth: LabelVolume, spacing_mm: float) -> dict:
+    """The ThCcAB error the pipeline's geometry alone allows: the true labels, one map per class, go to the working
+    grid and back to the native voxels exactly as the network's probabilities do, then argmax. A model can only be
+    as close as this; if the floor itself missed 0.1 mm, the working grid would have to be finer."""
+    grid = WorkingGrid(image.affine, image.spatial_shape, spacing_mm)
+    lab = truth.array
+    channels = np.stack([grid.to_working((lab == c).astype(np.float32)) for c in range(7)])
+    back = np.empty(lab.shape, np.uint8)
+    for k0, k1, slab in grid.native_slabs(channels):
+        back[:, :, k0:k1] = slab.argmax(0).numpy()
+    side = truth.meta.side if truth.meta.side in (KneeSide.RIGHT, KneeSide.LEFT) else KneeSide.RIGHT
+    true_mm = fc_thccab(truth.with_array(lab, meta=truth.meta.replace(side=side)))
+    back_mm = fc_thccab(truth.with_array(back, meta=truth.meta.replace(side=side)))
+    p, t = back == Structure.FEMORAL_CARTILAGE, lab == Structure.FEMORAL_CARTILAGE
+    rec = {"case": case, "thccab_true_mm": true_mm, "thccab_grid_mm": back_mm, "error_mm": back_mm - true_mm,
+           "fc_dice": float(2 * (p & t).sum() / max(1, p.sum() + t.sum()))}
+    print(f"{case} (grid floor): FC Dice {rec['fc_dice']:.3f} | ThCcAB {true_mm:.3f}->{back_mm:.3f}", flush=True)
+    return rec
+
+
 def overlay_png(image: Volume, labels: np.ndarray, path: Path, title_slices: int = 3) -> None:
     """Sagittal slices (RAS x fixed) at 35/50/65 % of the labelled femur's R-L extent: image | image + labels."""
     perm, flip = ras_transform(image.affine)
@@ -218,15 +240,23 @@ def summarise(records: list[dict]) -> dict:
         vals = {n: [r[key][n] for r in records if np.isfinite(r[key][n])] for n in NAMES}
         out[key] = {n: {"mean": round(float(np.mean(v)), 4) if v else None,
                         "median": round(float(np.median(v)), 4) if v else None, "n": len(v)} for n, v in vals.items()}
-    err = [r["thccab_error_mm"] for r in records if np.isfinite(r["thccab_error_mm"])]
+    ok = [r for r in records if np.isfinite(r["thccab_error_mm"])]
+    err = [r["thccab_error_mm"] for r in ok]
     out["thccab_abs_error_mm"] = {"mean": round(float(np.mean(np.abs(err))), 4) if err else None,
                                   "median": round(float(np.median(np.abs(err))), 4) if err else None,
                                   "within_0.1mm": int(np.sum(np.abs(err) <= 0.1)), "n": len(err),
                                   "n_cases": len(records)}
+    if len(ok) >= 3:
+        # does the predicted thickness follow the true one? slope 1 and r 1 for a measurement, slope 0 for a prior
+        true_mm = np.array([r["thccab_true_mm"] for r in ok])
+        pred_mm = np.array([r["thccab_pred_mm"] for r in ok])
+        out["thccab_fit"] = {"slope": round(float(np.polyfit(true_mm, pred_mm, 1)[0]), 3),
+                             "r": round(float(np.corrcoef(true_mm, pred_mm)[0, 1]), 3),
+                             "bias_mm": round(float(np.mean(pred_mm - true_mm)), 4)}
     return out
 
 
-def markdown(summary: dict, records: list[dict], real: dict) -> str:
+def markdown(summary: dict, records: list[dict], real: dict, floor: list[dict] | None = None) -> str:
     lines = ["| structure | Dice mean | Dice median | MSD mean (mm) | MSD median (mm) |", "|---|---|---|---|---|"]
     for n in NAMES:
         d, m = summary["dice"][n], summary["msd_mm"][n]
@@ -235,9 +265,18 @@ def markdown(summary: dict, records: list[dict], real: dict) -> str:
     lines += ["", f"Femoral ThCcAB.Me |pred - true|: mean {t['mean']} mm, median {t['median']} mm, "
                   f"{t['within_0.1mm']}/{t['n']} measurable cases within 0.1 mm ({t['n_cases']} cases)", "",
               "| case | " + " | ".join(NAMES) + " | ThCcAB true | ThCcAB pred |", "|---" * (len(NAMES) + 3) + "|"]
+    if "thccab_fit" in summary:
+        f = summary["thccab_fit"]
+        lines[-3:-3] = ["", f"Predicted on true ThCcAB: slope {f['slope']}, r {f['r']}, "
+                            f"mean signed error {f['bias_mm']} mm"]
     for r in records:
         lines.append(f"| {r['case']} | " + " | ".join(f"{r['dice'][n]:.3f}" for n in NAMES)
                      + f" | {r['thccab_true_mm']:.3f} | {r['thccab_pred_mm']:.3f} |")
+    if floor:
+        errs = np.abs([r["error_mm"] for r in floor if np.isfinite(r["error_mm"])])
+        lines += ["", f"Grid floor (true labels to the {floor[0].get('spacing_mm', '')} mm working grid and back): "
+                      f"ThCcAB |error| max {errs.max():.4f} mm, mean {errs.mean():.4f} mm over {len(errs)} cases; "
+                      f"femoral cartilage Dice min {min(r['fc_dice'] for r in floor):.3f}"]
     lines += ["", "Real images:", "```", json.dumps(real, indent=1), "```"]
     return "\n".join(lines) + "\n"
 
@@ -246,12 +285,13 @@ def merge(out: Path, bundle) -> None:
     """Combine the part files (records_*.json, real.json) into results.json and results.md."""
     records = [r for f in sorted(out.glob("records_*.json")) for r in json.loads(f.read_text())]
     real = json.loads((out / "real.json").read_text()) if (out / "real.json").exists() else {}
+    floor = json.loads((out / "floor.json").read_text()) if (out / "floor.json").exists() else []
     summary = summarise(records) if records else {}
     result = {"bundle": str(bundle.path), "model_sha256": bundle.sha256,
               "metadata_training": bundle.metadata.get("training"), "summary": summary, "records": records,
-              "real": real}
+              "real": real, "grid_floor": floor}
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    text = markdown(summary, records, real) if records else json.dumps(real, indent=1)
+    text = markdown(summary, records, real, floor) if records else json.dumps(real, indent=1)
     (out / "results.md").write_text(text)
     print(text)
 
@@ -263,7 +303,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="fewer synthetic cases (smoke run)")
     ap.add_argument("--parts", default="real,woo,phantom",
-                    help="comma list of real, woo, phantom; run parts in separate processes, then --merge")
+                    help="comma list of real, woo, phantom, floor (the working grid's own ThCcAB error, no "
+                         "network); run parts in separate processes, then --merge")
     ap.add_argument("--merge", action="store_true", help="only combine the part files already in --out")
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
@@ -275,6 +316,13 @@ def main() -> None:
                     "clair": clair_case(bundle, args.out, args.device)}
             (args.out / "real.json").write_text(json.dumps(real, indent=1))
         gens = {"woo": woo_cases, "phantom": phantom_cases}
+        if "floor" in parts:  # no network: the geometry's own thickness error on every synthetic case
+            floor = []
+            for gen in gens.values():
+                for case, image, truth in gen(args.quick):
+                    floor.append({**grid_floor(case, image, truth, bundle.working_spacing_mm),
+                                  "spacing_mm": bundle.working_spacing_mm})
+                    (args.out / "floor.json").write_text(json.dumps(floor, indent=1))
         for part in (p for p in parts if p in gens):
             records = []
             for case, image, truth in gens[part](args.quick):
