@@ -366,20 +366,33 @@ def train(args: argparse.Namespace) -> None:
                 record["val_fov"] = round(selection_score(fov, None), 4)
             improved = score > best
             log({**record, "val_mean": round(score, 4), "best": improved})
+            snapshot = {"model": net.state_dict(), "step": step, "val_dice": dice, "val_mean": score,
+                        "val_fov_dice": record.get("val_fov_dice"), "val_kind": kind, "train_seconds": seconds,
+                        "args": vars(args)}
+            keep_validated(snapshot)
             if improved:
                 best = score
-                save(OUT / "best.pt", {"model": net.state_dict(), "step": step, "val_dice": dice, "val_mean": score,
-                                      "val_fov_dice": record.get("val_fov_dice"), "val_kind": kind,
-                                      "train_seconds": seconds, "args": vars(args)})
+                save(OUT / "best.pt", snapshot)
         if step % args.ckpt_every == 0:
             checkpoint(last)
     checkpoint(last)
     log({"event": "stopped", "step": step, "best": best})
 
 
+def keep_validated(snapshot: dict, keep: int = 20) -> None:
+    """Weights of every validated step (the latest ``keep``), so that a step other than the best by validation can
+    be exported: the validation score does not measure thickness, the evaluation does."""
+    folder = OUT / "validated"
+    folder.mkdir(parents=True, exist_ok=True)
+    save(folder / f"step_{snapshot['step']:06d}.pt", snapshot)
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+
+
 def export(args: argparse.Namespace) -> None:
-    """Copy the best checkpoint into the bundle as float16 weights and pin its sha256 in metadata.json."""
-    ck = torch.load(OUT / "best.pt", map_location="cpu", weights_only=False)
+    """Copy the best checkpoint (or ``--checkpoint``, a validated step) into the bundle as float16 weights and pin
+    its sha256 in metadata.json."""
+    ck = torch.load(args.checkpoint or OUT / "best.pt", map_location="cpu", weights_only=False)
     target = args.bundle_dir
     if target.resolve() != BUNDLE.resolve():  # e.g. a scratch copy for a quick evaluation of a running training
         shutil.copytree(BUNDLE, target, dirs_exist_ok=True)
@@ -465,7 +478,9 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="check: a checkpoint instead of the bundle")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="check: a checkpoint instead of the bundle; export: instead of OUT/best.pt "
+                         "(e.g. OUT/validated/step_N.pt)")
     ap.add_argument("--roi", type=int, nargs="+", default=[96], help="check: sliding-window sizes to compare")
     ap.add_argument("--out", type=Path, default=OUT, help="checkpoints, logs and the phantom pool (gitignored)")
     ap.add_argument("--bundle-dir", type=Path, default=BUNDLE, help="export target (default: the shipped bundle)")
