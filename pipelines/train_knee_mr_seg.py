@@ -2,8 +2,9 @@
 
     nice -n 15 nohup python pipelines/train_knee_mr_seg.py train --hours 2 > pipelines/out/knee_mr_seg/train.out 2>&1 &
 
-The defaults are the recipe of the shipped weights (release 0.3.0); add ``--anneal-steps N --new-cycle`` to start a
-new cosine cycle of the learning rate.
+The defaults are the recipe of the shipped weights (release 0.4.0: lr 2e-4, decaying to 3e-5 with ``--anneal-steps``;
+cartilage thickness variation on 30 % of the label-map patches); add ``--anneal-steps N --new-cycle`` to start a new
+cosine cycle.
     python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
     python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
@@ -447,7 +448,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--patch", type=int, default=80)
     ap.add_argument("--spacing", type=float, default=bundle_settings()["working_spacing_mm"])
-    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KOAIMG_TRAIN_THREADS", "1")))
     ap.add_argument("--real-fraction", type=float, default=0.35)
     ap.add_argument("--rendered-fraction", type=float, default=0.25,
@@ -459,7 +460,7 @@ def main() -> None:
                     help="share of patches centred on cartilage (the rest on any labelled voxel)")
     ap.add_argument("--anywhere", type=float, default=0.5,
                     help="share of patches centred anywhere in the label map (far background, field-of-view edge)")
-    ap.add_argument("--thickness-change", type=float, default=0.0,
+    ap.add_argument("--thickness-change", type=float, default=0.3,
                     help="share of label-map patches whose cartilage is first made 0.3-0.8 mm thinner or thicker")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=100)
@@ -473,7 +474,7 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=150)
     ap.add_argument("--anneal-steps", type=int, default=0,
                     help="cosine decay of the learning rate to --lr-min over this many steps (0: constant --lr)")
-    ap.add_argument("--lr-min", type=float, default=1e-4)
+    ap.add_argument("--lr-min", type=float, default=3e-5)
     ap.add_argument("--new-cycle", action="store_true", help="start a new cosine cycle at the resumed step")
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
