@@ -92,7 +92,10 @@ def surface_distance(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) ->
     return float((dt_t[sp].sum() + dt_p[st].sum()) / (sp.sum() + st.sum()))
 
 
-def fc_thccab(labels: LabelVolume) -> float:
+def fc_thccab(truth: LabelVolume, array: np.ndarray) -> float:
+    """Femoral ThCcAB.Me of ``array`` on the truth's grid, with the truth's side (right when unknown)."""
+    side = truth.meta.side if truth.meta.side in (KneeSide.RIGHT, KneeSide.LEFT) else KneeSide.RIGHT
+    labels = truth.with_array(array, meta=truth.meta.replace(side=side))
     try:
         m = measure_knee(labels, plates=("femur",), schemes=("moaks",))
     except Exception as exc:  # an unmeasurable prediction is a result, recorded as NaN
@@ -115,17 +118,13 @@ def evaluate(bundle, case: str, image: Volume, truth: LabelVolume, device: str) 
         denom = p.sum() + t.sum()
         rec["dice"][name] = float(2 * (p & t).sum() / denom) if denom else float("nan")
         rec["msd_mm"][name] = surface_distance(p, t, sp)
-    side = truth.meta.side if truth.meta.side in (KneeSide.RIGHT, KneeSide.LEFT) else KneeSide.RIGHT
-    tl = truth.with_array(truth.array, meta=truth.meta.replace(side=side))
-    pl = result.labels.with_array(pred, meta=result.labels.meta.replace(side=side))
-    rec["thccab_true_mm"], rec["thccab_pred_mm"] = fc_thccab(tl), fc_thccab(pl)
+    rec["thccab_true_mm"], rec["thccab_pred_mm"] = fc_thccab(truth, truth.array), fc_thccab(truth, pred)
     rec["thccab_error_mm"] = rec["thccab_pred_mm"] - rec["thccab_true_mm"]
     print(f"{case}: " + " ".join(f"{n[:8]}={rec['dice'][n]:.3f}" for n in NAMES)
           + f" | ThCcAB {rec['thccab_true_mm']:.3f}->{rec['thccab_pred_mm']:.3f} | {seconds:.0f}s", flush=True)
     return rec
 
 
-# real images --------------------------------------------------------------------------------------------------------
 def grid_floor(case: str, image: Volume, truth: LabelVolume, spacing_mm: float) -> dict:
     """The ThCcAB error the pipeline's geometry alone allows: the true labels, one map per class, go to the working
     grid and back to the native voxels exactly as the network's probabilities do, then argmax. A model can only be
@@ -136,9 +135,7 @@ def grid_floor(case: str, image: Volume, truth: LabelVolume, spacing_mm: float) 
     back = np.empty(lab.shape, np.uint8)
     for k0, k1, slab in grid.native_slabs(channels):
         back[:, :, k0:k1] = slab.argmax(0).numpy()
-    side = truth.meta.side if truth.meta.side in (KneeSide.RIGHT, KneeSide.LEFT) else KneeSide.RIGHT
-    true_mm = fc_thccab(truth.with_array(lab, meta=truth.meta.replace(side=side)))
-    back_mm = fc_thccab(truth.with_array(back, meta=truth.meta.replace(side=side)))
+    true_mm, back_mm = fc_thccab(truth, lab), fc_thccab(truth, back)
     p, t = back == Structure.FEMORAL_CARTILAGE, lab == Structure.FEMORAL_CARTILAGE
     rec = {"case": case, "thccab_true_mm": true_mm, "thccab_grid_mm": back_mm, "error_mm": back_mm - true_mm,
            "fc_dice": float(2 * (p & t).sum() / max(1, p.sum() + t.sum()))}
@@ -146,6 +143,7 @@ def grid_floor(case: str, image: Volume, truth: LabelVolume, spacing_mm: float) 
     return rec
 
 
+# real images --------------------------------------------------------------------------------------------------------
 def overlay_png(image: Volume, labels: np.ndarray, path: Path, title_slices: int = 3) -> None:
     """Sagittal slices (RAS x fixed) at 35/50/65 % of the labelled femur's R-L extent: image | image + labels."""
     perm, flip = ras_transform(image.affine)

@@ -1,12 +1,12 @@
 """Train the knee MR segmentation bundle by domain randomisation, on CPU, resumable across sessions.
 
     nice -n 15 nohup python pipelines/train_knee_mr_seg.py train --hours 2 > pipelines/out/knee_mr_seg/train.out 2>&1 &
+    python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
+    python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
 The defaults are the recipe of the shipped weights (release 0.4.0: lr 2e-4, decaying to 3e-5 with ``--anneal-steps``;
 cartilage thickness variation on 30 % of the label-map patches); add ``--anneal-steps N --new-cycle`` to start a new
 cosine cycle.
-    python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
-    python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
 Every sample is a pure function of (seed, step), the phantom pool of (seed, index): a run resumed from
 ``OUT/last.pt`` continues exactly where it stopped. ``OUT`` is gitignored and does not survive a fresh checkout, so
