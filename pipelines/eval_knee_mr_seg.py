@@ -105,6 +105,17 @@ def fc_thccab(truth: LabelVolume, array: np.ndarray) -> float:
     return float(rows[0]["value"]) if rows else float("nan")
 
 
+def fc_error_split(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) -> dict:
+    """Where the femoral cartilage is wrong (mL): read over soft tissue (the articular side: fluid film, effusion),
+    read over bone (the femur side), or missed. A thickness bias shows which surface it sits on."""
+    fc, femur = int(Structure.FEMORAL_CARTILAGE), int(Structure.FEMUR)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    p, t = pred == fc, true == fc
+    return {"over_soft_tissue": round(float((p & ~t & (true != femur)).sum()) * voxel_ml, 3),
+            "over_femur": round(float((p & (true == femur)).sum()) * voxel_ml, 3),
+            "missed": round(float((t & ~p).sum()) * voxel_ml, 3)}
+
+
 def evaluate(bundle, case: str, image: Volume, truth: LabelVolume, device: str) -> dict:
     t0 = time.perf_counter()
     result = segment_volume(image, bundle=bundle, device=device)
@@ -118,6 +129,7 @@ def evaluate(bundle, case: str, image: Volume, truth: LabelVolume, device: str) 
         denom = p.sum() + t.sum()
         rec["dice"][name] = float(2 * (p & t).sum() / denom) if denom else float("nan")
         rec["msd_mm"][name] = surface_distance(p, t, sp)
+    rec["fc_error_ml"] = fc_error_split(pred, truth.array, sp)
     rec["thccab_true_mm"], rec["thccab_pred_mm"] = fc_thccab(truth, truth.array), fc_thccab(truth, pred)
     rec["thccab_error_mm"] = rec["thccab_pred_mm"] - rec["thccab_true_mm"]
     print(f"{case}: " + " ".join(f"{n[:8]}={rec['dice'][n]:.3f}" for n in NAMES)
@@ -244,6 +256,9 @@ def summarise(records: list[dict]) -> dict:
                                   "median": round(float(np.median(np.abs(err))), 4) if err else None,
                                   "within_0.1mm": int(np.sum(np.abs(err) <= 0.1)), "n": len(err),
                                   "n_cases": len(records)}
+    split = [r["fc_error_ml"] for r in records if "fc_error_ml" in r]
+    if split:
+        out["fc_error_ml_mean"] = {k: round(float(np.mean([s[k] for s in split])), 3) for k in split[0]}
     if len(ok) >= 3:
         # does the predicted thickness follow the true one? slope 1 and r 1 for a measurement, slope 0 for a prior
         true_mm = np.array([r["thccab_true_mm"] for r in ok])
@@ -267,6 +282,10 @@ def markdown(summary: dict, records: list[dict], real: dict, floor: list[dict] |
         f = summary["thccab_fit"]
         lines[-3:-3] = ["", f"Predicted on true ThCcAB: slope {f['slope']}, r {f['r']}, "
                             f"mean signed error {f['bias_mm']} mm"]
+    if "fc_error_ml_mean" in summary:
+        e = summary["fc_error_ml_mean"]
+        lines[-3:-3] = ["", f"Femoral cartilage errors, mean per case: read over soft tissue {e['over_soft_tissue']} "
+                            f"mL, over femur {e['over_femur']} mL, missed {e['missed']} mL"]
     for r in records:
         lines.append(f"| {r['case']} | " + " | ".join(f"{r['dice'][n]:.3f}" for n in NAMES)
                      + f" | {r['thccab_true_mm']:.3f} | {r['thccab_pred_mm']:.3f} |")

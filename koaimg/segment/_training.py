@@ -29,8 +29,9 @@ from ..synth import (
 from ._geometry import WorkingGrid, ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
-__all__ = ["N_CLASSES", "LabelSource", "RenderedSource", "augment_patch", "network_arrays", "phantom_labels",
-           "rendered_pair", "rendered_phantom", "training_pair", "vary_cartilage_thickness"]
+__all__ = ["N_CLASSES", "LabelSource", "RenderedSource", "augment_patch", "cartilage_surface_band", "network_arrays",
+           "phantom_labels", "rendered_pair", "rendered_phantom", "surface_weighted_ce", "training_pair",
+           "vary_cartilage_thickness"]
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
@@ -231,6 +232,34 @@ def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int =
     # a patch's percentiles are not the whole volume's (inference normalises the whole field of view): jitter them
     img = img * np.float32(np.exp(rng.normal(0.0, 0.15))) + np.float32(rng.normal(0.0, 0.05))
     return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
+
+
+def cartilage_surface_band(target: torch.Tensor) -> torch.Tensor:
+    """Voxels on either side of a cartilage boundary (a cartilage voxel with a non-cartilage 6-neighbour, or the
+    reverse), as a float mask of ``target``'s shape (B, 1, ...): where a plate's thickness is decided."""
+    cartilage = torch.zeros_like(target, dtype=torch.float32)
+    for cls in CARTILAGE:
+        cartilage += (target == cls).float()
+    padded = F.pad(cartilage, (1, 1, 1, 1, 1, 1), mode="replicate")
+    band = torch.zeros_like(cartilage, dtype=torch.bool)
+    centre = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
+    for axis in (2, 3, 4):
+        for shift in (0, 2):
+            view = list(centre)
+            view[axis] = slice(shift, padded.shape[axis] - 2 + shift)
+            band |= padded[tuple(view)] != cartilage
+    return band.float()
+
+
+def surface_weighted_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the cartilage surface band only (0 when a patch has no cartilage).
+
+    Dice over a whole plate barely changes when its articular surface is one voxel out, so a Dice + CE model settled
+    on a typical thickness (0.4.0: slope 0.25 of predicted on true femoral ThCcAB over the 22 evaluation images).
+    This term puts the loss where thickness is decided: the voxels each side of every cartilage boundary."""
+    band = cartilage_surface_band(target)
+    ce = F.cross_entropy(logits, target[:, 0].long(), reduction="none")[:, None]
+    return (ce * band).sum() / band.sum().clamp(min=1.0)
 
 
 def network_arrays(image: Volume, labels: LabelVolume) -> tuple[np.ndarray, np.ndarray]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from koaimg.core import LabelVolume
 from koaimg.segment import WorkingGrid
 from koaimg.segment._training import (
     LabelSource,
+    cartilage_surface_band,
     rendered_pair,
     rendered_phantom,
+    surface_weighted_ce,
     training_pair,
     vary_cartilage_thickness,
 )
@@ -133,3 +136,36 @@ def test_thickness_change_is_off_by_default_so_validation_samples_stay_as_they_w
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     c = training_pair(source, np.random.default_rng(3), patch=16, spacing_mm=0.6, thickness_change=1.0)
     assert c[0].shape == (16, 16, 16)
+
+
+def _slab_target() -> torch.Tensor:
+    """Bone below, a 4-voxel femoral cartilage plate (label 2), background above, along the last axis."""
+    lab = torch.zeros((1, 1, 6, 6, 12), dtype=torch.int64)
+    lab[..., :4] = 1
+    lab[..., 4:8] = 2
+    return lab
+
+
+def test_surface_band_holds_the_voxels_each_side_of_every_cartilage_boundary():
+    band = cartilage_surface_band(_slab_target())[0, 0]
+    assert band.shape == (6, 6, 12)
+    expected = torch.zeros(12)
+    expected[[3, 4, 7, 8]] = 1  # bone | cartilage and cartilage | background, one voxel each side
+    assert torch.equal(band, expected.expand(6, 6, 12)), "the volume's own faces are not boundaries"
+    assert cartilage_surface_band(torch.ones((1, 1, 4, 4, 4), dtype=torch.int64)).sum() == 0, "no cartilage, no band"
+
+
+def _logits_for(labels: torch.Tensor, confidence: float = 10.0) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels[:, 0], 7).permute(0, 4, 1, 2, 3).float() * confidence
+
+
+def test_surface_loss_is_large_when_the_articular_surface_is_one_voxel_out():
+    target = _slab_target()
+    right = surface_weighted_ce(_logits_for(target), target)
+    thicker = target.clone()
+    thicker[..., 8] = 2  # the articular surface one voxel out: fluid over the cartilage read as cartilage
+    wrong = surface_weighted_ce(_logits_for(thicker), target)
+    assert float(right) < 0.01
+    assert float(wrong) > 1.0, "a quarter of the band is now confidently wrong"
+    no_cartilage = torch.ones((1, 1, 4, 4, 4), dtype=torch.int64)
+    assert float(surface_weighted_ce(_logits_for(torch.zeros_like(no_cartilage)), no_cartilage)) == 0.0
