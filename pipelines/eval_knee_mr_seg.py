@@ -106,13 +106,23 @@ def fc_thccab(truth: LabelVolume, array: np.ndarray) -> float:
 
 
 def fc_error_split(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) -> dict:
-    """Where the femoral cartilage is wrong (mL): read over soft tissue (the articular side: fluid film, effusion),
-    read over bone (the femur side), or missed. A thickness bias shows which surface it sits on."""
+    """Where the femoral cartilage is wrong (mL): read over background within 2 mm of the true plate (its articular
+    surface too far out: fluid film, the thickness bias), over background further away (false cartilage elsewhere),
+    over the femur, over another structure, or missed."""
     fc, femur = int(Structure.FEMORAL_CARTILAGE), int(Structure.FEMUR)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     p, t = pred == fc, true == fc
-    return {"over_soft_tissue": round(float((p & ~t & (true != femur)).sum()) * voxel_ml, 3),
+    over_background = p & (true == 0)
+    near = np.zeros_like(p)
+    if t.any() and over_background.any():
+        both = np.argwhere(p | t)
+        lo, hi = np.maximum(both.min(0) - 1, 0), both.max(0) + 2
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        near[box] = ndimage.distance_transform_edt(~t[box], sampling=spacing) <= 2.0
+    return {"over_background_within_2mm": round(float((over_background & near).sum()) * voxel_ml, 3),
+            "over_background_beyond_2mm": round(float((over_background & ~near).sum()) * voxel_ml, 3),
             "over_femur": round(float((p & (true == femur)).sum()) * voxel_ml, 3),
+            "over_other_structures": round(float((p & ~t & (true != femur) & (true != 0)).sum()) * voxel_ml, 3),
             "missed": round(float((t & ~p).sum()) * voxel_ml, 3)}
 
 
@@ -284,8 +294,10 @@ def markdown(summary: dict, records: list[dict], real: dict, floor: list[dict] |
                             f"mean signed error {f['bias_mm']} mm"]
     if "fc_error_ml_mean" in summary:
         e = summary["fc_error_ml_mean"]
-        lines[-3:-3] = ["", f"Femoral cartilage errors, mean per case: read over soft tissue {e['over_soft_tissue']} "
-                            f"mL, over femur {e['over_femur']} mL, missed {e['missed']} mL"]
+        lines[-3:-3] = ["", "Femoral cartilage errors, mean mL per case: read over background within 2 mm of the "
+                            f"true plate {e['over_background_within_2mm']}, beyond {e['over_background_beyond_2mm']}, "
+                            f"over the femur {e['over_femur']}, over other structures {e['over_other_structures']}, "
+                            f"missed {e['missed']}"]
     for r in records:
         lines.append(f"| {r['case']} | " + " | ".join(f"{r['dice'][n]:.3f}" for n in NAMES)
                      + f" | {r['thccab_true_mm']:.3f} | {r['thccab_pred_mm']:.3f} |")
