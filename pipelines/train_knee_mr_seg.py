@@ -4,9 +4,10 @@
     python pipelines/train_knee_mr_seg.py export      # best checkpoint -> models/knee_mr_seg (weights + sha256)
     python pipelines/train_knee_mr_seg.py check --roi 96 128 160   # whole-field validation Dice per window size
 
-The defaults are the recipe of the shipped weights (release 0.4.0: lr 2e-4, decaying to 3e-5 with ``--anneal-steps``;
-cartilage thickness variation on 30 % of the label-map patches); add ``--anneal-steps N --new-cycle`` to start a new
-cosine cycle.
+The defaults are the recipe of the shipped weights (releases 0.4.0 and 0.4.1: lr 2e-4, decaying to 3e-5 with
+``--anneal-steps``; cartilage thickness variation on 30 % of the label-map patches); add ``--anneal-steps N
+--new-cycle`` to start a new cosine cycle. ``--surface-weight`` (off by default) is the experiment that first made the
+predicted thickness follow the true one, at a cost (bundle docs, *Evaluation*).
 
 Every sample is a pure function of (seed, step), the phantom pool of (seed, index): a run resumed from
 ``OUT/last.pt`` continues exactly where it stopped. ``OUT`` is gitignored and does not survive a fresh checkout, so
