@@ -77,13 +77,19 @@ def phantom_cases(quick: bool):
         yield f"phantom{i}_{acq_name}_{contrast}_{side.value}", ph.image, ph.labels.with_array(truth)
 
 
+def joint_box(pred: np.ndarray, true: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of two masks' union, ``margin`` voxels wider each side: distance transforms run in it, not
+    over the whole field of view."""
+    both = np.argwhere(pred | true)
+    lo, hi = np.maximum(both.min(0) - margin, 0), both.max(0) + margin + 1
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
 def surface_distance(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) -> float:
     """Mean symmetric surface distance (mm) between two masks, computed in their joint bounding box."""
     if not pred.any() or not true.any():
         return float("nan")
-    both = np.argwhere(pred | true)
-    lo, hi = np.maximum(both.min(0) - 3, 0), both.max(0) + 4
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = joint_box(pred, true, margin=3)
     p, t = pred[box], true[box]
     sp = p & ~ndimage.binary_erosion(p)
     st = t & ~ndimage.binary_erosion(t)
@@ -115,9 +121,7 @@ def fc_error_split(pred: np.ndarray, true: np.ndarray, spacing: np.ndarray) -> d
     over_background = p & (true == 0)
     near = np.zeros_like(p)
     if t.any() and over_background.any():
-        both = np.argwhere(p | t)
-        lo, hi = np.maximum(both.min(0) - 1, 0), both.max(0) + 2
-        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        box = joint_box(p, t, margin=1)
         near[box] = ndimage.distance_transform_edt(~t[box], sampling=spacing) <= 2.0
     return {"over_background_within_2mm": round(float((over_background & near).sum()) * voxel_ml, 3),
             "over_background_beyond_2mm": round(float((over_background & ~near).sum()) * voxel_ml, 3),

@@ -237,9 +237,7 @@ def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int =
 def cartilage_surface_band(target: torch.Tensor) -> torch.Tensor:
     """Voxels on either side of a cartilage boundary (a cartilage voxel with a non-cartilage 6-neighbour, or the
     reverse), as a float mask of ``target``'s shape (B, 1, ...): where a plate's thickness is decided."""
-    cartilage = torch.zeros_like(target, dtype=torch.float32)
-    for cls in CARTILAGE:
-        cartilage += (target == cls).float()
+    cartilage = torch.isin(target, torch.tensor(CARTILAGE, device=target.device)).float()
     padded = F.pad(cartilage, (1, 1, 1, 1, 1, 1), mode="replicate")
     band = torch.zeros_like(cartilage, dtype=torch.bool)
     centre = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
