@@ -306,7 +306,18 @@ def train(args: argparse.Namespace) -> None:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-4, smooth_dr=1e-4)
     step, best, seconds, kind, anneal_start, rendered_from = 0, -1.0, 0.0, validation_kind(args), None, None
     last = OUT / "last.pt"
-    if last.exists() and not args.fresh:
+    if args.init:
+        # weights of another checkpoint (an average, a validated step), a fresh optimiser; the rendered pool keeps
+        # growing from where the interrupted run had it (its knees are cached in OUT)
+        ck = torch.load(args.init, map_location="cpu", weights_only=False)
+        net.load_state_dict(ck["model"])
+        step, seconds = int(ck["step"]), float(ck.get("train_seconds", 0.0))
+        best = float(ck["val_mean"]) if ck.get("val_kind", "patches8x96") == kind else -1.0
+        rendered_from = ck.get("rendered_from") or (
+            torch.load(last, map_location="cpu", weights_only=False).get("rendered_from") if last.exists() else None)
+        log({"event": "init_from_checkpoint", "checkpoint": str(args.init), "step": step, "best": best,
+             "val_kind": kind, **({"averaged_from": ck["averaged_from"]} if ck.get("averaged_from") else {})})
+    elif last.exists() and not args.fresh:
         ck = torch.load(last, map_location="cpu", weights_only=False)
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -415,10 +426,45 @@ def export(args: argparse.Namespace) -> None:
                         **({"validation_dice_fields_of_view": {k: round(v, 4) for k, v in ck["val_fov_dice"].items()}}
                            if ck.get("val_fov_dice") else {}),
                         "validation": ck.get("val_kind", "patches8x96"),
-                        "device": "cpu", "seed": ck["args"]["seed"]}
+                        "device": "cpu", "seed": ck["args"]["seed"],
+                        **({"averaged_from": ck["averaged_from"]} if ck.get("averaged_from") else {})}
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     print(f"exported to {target}: step {ck['step']} (val mean Dice {ck['val_mean']:.4f}), "
           f"sha256 {meta['model_sha256']}")
+
+
+def average(args: argparse.Namespace) -> None:
+    """Average the weights of several checkpoints (``--checkpoints``, optional ``--weights``) into ``OUT/averaged.pt``
+    and validate it like a training step, so that ``export --checkpoint`` records honest figures.
+
+    Why: the snapshots of one run sit in one basin (instance norm, no running statistics to recalibrate), and their
+    mean is usually better than any one of them (stochastic weight averaging) at no training cost."""
+    torch.set_num_threads(args.threads)
+    if not args.checkpoints:
+        raise SystemExit("average: give the checkpoints to average with --checkpoints A.pt B.pt ...")
+    weights = np.asarray(args.weights if args.weights else [1.0] * len(args.checkpoints), dtype=np.float64)
+    if len(weights) != len(args.checkpoints) or (weights < 0).any() or weights.sum() <= 0:
+        raise SystemExit("average: --weights needs one non-negative weight per checkpoint, not all zero")
+    weights = weights / weights.sum()
+    cks = [torch.load(p, map_location="cpu", weights_only=False) for p in args.checkpoints]
+    state = {k: sum(float(w) * ck["model"][k].double() for w, ck in zip(weights, cks, strict=True)).to(v.dtype)
+             if v.is_floating_point() else v for k, v in cks[-1]["model"].items()}
+    net = build_network()
+    net.load_state_dict(state)
+    dice = validate(net, validation_set(args))
+    items = (field_validation_set(args) if args.val_fov_n else []) + (
+        rendered_validation_set(args) if args.val_rendered_n else [])
+    fov = validate(net, items, whole=True) if items else None
+    newest = max(cks, key=lambda ck: ck["step"])
+    out = {"model": net.state_dict(), "step": int(newest["step"]), "val_dice": dice,
+           "val_mean": selection_score(dice, fov), "val_fov_dice": fov, "val_kind": validation_kind(args),
+           "train_seconds": max(ck["train_seconds"] for ck in cks), "args": newest["args"],
+           "averaged_from": [{"step": int(ck["step"]), "weight": round(float(w), 4)}
+                             for w, ck in zip(weights, cks, strict=True)]}
+    save(OUT / "averaged.pt", out)
+    print(f"averaged {len(cks)} checkpoints (steps {[a['step'] for a in out['averaged_from']]}, weights "
+          f"{[a['weight'] for a in out['averaged_from']]}) -> {OUT / 'averaged.pt'}: validation mean Dice "
+          f"{out['val_mean']:.4f}; " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
 
 
 def check(args: argparse.Namespace) -> None:
@@ -445,8 +491,9 @@ def check(args: argparse.Namespace) -> None:
 def main() -> None:
     global OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "export", "check"],
-                    help="train; export the best checkpoint; check: whole-field validation Dice per window size")
+    ap.add_argument("command", choices=["train", "export", "check", "average"],
+                    help="train; export the best checkpoint; check: whole-field validation Dice per window size; "
+                         "average: the weights of --checkpoints into OUT/averaged.pt")
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--hours", type=float, default=2.0, help="stop after this wall-clock time (sessions end)")
@@ -487,9 +534,14 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="train: start from this checkpoint's weights (e.g. OUT/averaged.pt) with a fresh optimiser, "
+                         "instead of OUT/last.pt")
     ap.add_argument("--checkpoint", type=Path, default=None,
                     help="check: a checkpoint instead of the bundle; export: instead of OUT/best.pt "
                          "(e.g. OUT/validated/step_N.pt)")
+    ap.add_argument("--checkpoints", type=Path, nargs="+", default=None, help="average: checkpoints to average")
+    ap.add_argument("--weights", type=float, nargs="+", default=None, help="average: their weights (default equal)")
     ap.add_argument("--roi", type=int, nargs="+", default=[96], help="check: sliding-window sizes to compare")
     ap.add_argument("--out", type=Path, default=OUT, help="checkpoints, logs and the phantom pool (gitignored)")
     ap.add_argument("--bundle-dir", type=Path, default=BUNDLE, help="export target (default: the shipped bundle)")
@@ -499,7 +551,7 @@ def main() -> None:
         ap.error("--real-fraction and --rendered-fraction must be >= 0 and add up to at most 1")
     OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)
-    {"train": train, "export": export, "check": check}[args.command](args)
+    {"train": train, "export": export, "check": check, "average": average}[args.command](args)
 
 
 if __name__ == "__main__":
