@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..core import KneeSide, LabelVolume, Structure, Volume
+from ..core import KneeSide, KoaimgError, LabelVolume, Structure, Volume
 from ..synth import (
     ACQUISITIONS,
     CONTRASTS,
@@ -29,9 +29,9 @@ from ..synth import (
 from ._geometry import WorkingGrid, ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
-__all__ = ["N_CLASSES", "LabelSource", "RenderedSource", "augment_patch", "cartilage_surface_band", "network_arrays",
-           "phantom_labels", "rendered_pair", "rendered_phantom", "surface_weighted_ce", "training_pair",
-           "vary_cartilage_thickness"]
+__all__ = ["N_CLASSES", "CheckpointMismatchError", "LabelSource", "RenderedSource", "augment_patch", "average_weights",
+           "cartilage_surface_band", "network_arrays", "phantom_labels", "rendered_pair", "rendered_phantom",
+           "surface_weighted_ce", "training_pair", "vary_cartilage_thickness"]
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
@@ -290,3 +290,32 @@ def augment_patch(image: np.ndarray, rng: np.random.Generator, spacing_mm: float
     if span > 0:
         out = lo + span * ((out - lo) / span) ** gamma
     return out.astype(np.float32)
+
+
+class CheckpointMismatchError(KoaimgError, ValueError):
+    """Checkpoints that cannot be averaged: different networks, or weights that do not make a mean."""
+
+    code = "checkpoint_mismatch"
+
+
+def average_weights(states: list[dict[str, torch.Tensor]],
+                    weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """Weighted mean of several state dicts of one network (weights normalised to sum 1; default equal).
+
+    Why: checkpoints of one run sit in one basin, and with instance normalisation (no running statistics) their mean is
+    a working network that often beats each of them (stochastic weight averaging) without any training. Floating
+    tensors are averaged in float64 and cast back; integer tensors (counters) are taken from the last state."""
+    if not states:
+        raise CheckpointMismatchError("no checkpoints to average", hint="give at least one")
+    w = np.ones(len(states)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(states),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise CheckpointMismatchError(f"weights {list(w)} do not fit {len(states)} checkpoints",
+                                      hint="give one non-negative weight per checkpoint, not all zero")
+    w = w / w.sum()
+    keys = list(states[-1])
+    for i, state in enumerate(states):
+        if list(state) != keys or any(state[k].shape != states[-1][k].shape for k in keys):
+            raise CheckpointMismatchError(f"checkpoint {i} holds other tensors than the last one",
+                                          hint="average checkpoints of one network only")
+    return {k: (sum(float(wi) * st[k].double() for wi, st in zip(w, states, strict=True)).to(states[-1][k].dtype)
+                if states[-1][k].is_floating_point() else states[-1][k].clone()) for k in keys}

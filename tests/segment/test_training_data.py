@@ -9,7 +9,9 @@ import torch
 from koaimg.core import LabelVolume
 from koaimg.segment import WorkingGrid
 from koaimg.segment._training import (
+    CheckpointMismatchError,
     LabelSource,
+    average_weights,
     cartilage_surface_band,
     rendered_pair,
     rendered_phantom,
@@ -169,3 +171,27 @@ def test_surface_loss_is_large_when_the_articular_surface_is_one_voxel_out():
     assert float(wrong) > 1.0, "a quarter of the band is now confidently wrong"
     no_cartilage = torch.ones((1, 1, 4, 4, 4), dtype=torch.int64)
     assert float(surface_weighted_ce(_logits_for(torch.zeros_like(no_cartilage)), no_cartilage)) == 0.0
+
+
+def test_average_weights_is_the_weighted_mean_and_keeps_counters():
+    a = {"w": torch.tensor([0.0, 2.0]), "b": torch.tensor([1.0], dtype=torch.float16), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 6.0]), "b": torch.tensor([3.0], dtype=torch.float16), "n": torch.tensor(7)}
+    mean = average_weights([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0]))
+    assert mean["b"].dtype == torch.float16 and float(mean["b"]) == 2.0, "cast back to each tensor's own dtype"
+    assert int(mean["n"]) == 7, "integer tensors are not averaged: taken from the last checkpoint"
+    assert torch.allclose(average_weights([a, b], [3.0, 1.0])["w"], torch.tensor([1.0, 3.0])), "weights normalised"
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, -1.0], [0.0, 0.0], [1.0, float("nan")]])
+def test_average_weights_rejects_weights_that_make_no_mean(weights):
+    state = {"w": torch.zeros(2)}
+    with pytest.raises(CheckpointMismatchError, match="weights"):
+        average_weights([state, state], weights)
+
+
+def test_average_weights_rejects_checkpoints_of_another_network():
+    with pytest.raises(CheckpointMismatchError, match="other tensors"):
+        average_weights([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+    with pytest.raises(CheckpointMismatchError, match="no checkpoints"):
+        average_weights([])
