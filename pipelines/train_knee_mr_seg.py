@@ -464,7 +464,8 @@ def average(args: argparse.Namespace) -> None:
     out = {"model": net.state_dict(), "step": int(newest["step"]), "val_dice": dice,
            "val_mean": selection_score(dice, fov), "val_fov_dice": fov, "val_kind": validation_kind(args),
            "train_seconds": max(ck["train_seconds"] for ck in cks), "args": newest["args"],
-           "averaged_from": [{"step": int(ck["step"]), "weight": round(float(w), 4)}
+           "averaged_from": [{"step": int(ck["step"]), "weight": round(float(w), 4),
+                              **({"averaged_from": ck["averaged_from"]} if ck.get("averaged_from") else {})}
                              for w, ck in zip(weights, cks, strict=True)]}
     save(OUT / "averaged.pt", out)
     print(f"averaged {len(cks)} checkpoints (steps {[a['step'] for a in out['averaged_from']]}, weights "
