@@ -365,7 +365,7 @@ def train(args: argparse.Namespace) -> None:
         logits = net(x)
         loss = loss_fn(logits, y)
         if args.surface_weight > 0:
-            loss = loss + args.surface_weight * surface_weighted_ce(logits, y)
+            loss = loss + args.surface_weight * surface_weighted_ce(logits, y, args.surface_side)
         loss.backward()
         opt.step()
         step += 1
@@ -523,6 +523,9 @@ def main() -> None:
     ap.add_argument("--surface-weight", type=float, default=0.0,
                     help="weight of a cross-entropy term over the voxels each side of every cartilage boundary "
                          "(where thickness is decided; Dice hardly sees a one-voxel surface shift)")
+    ap.add_argument("--surface-side", choices=["both", "articular"], default="both",
+                    help="the surface loss's band: both boundaries of a plate, or only the articular one (against "
+                         "fluid and soft tissue, where the models err), leaving the bone side to Dice + CE")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=100)
     ap.add_argument("--pool-max", type=int, default=90)

@@ -36,6 +36,7 @@ __all__ = ["N_CLASSES", "CheckpointMismatchError", "LabelSource", "RenderedSourc
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
 CARTILAGE = (int(Structure.FEMORAL_CARTILAGE), int(Structure.TIBIAL_CARTILAGE), int(Structure.PATELLAR_CARTILAGE))
+BONES = (int(Structure.FEMUR), int(Structure.TIBIA), int(Structure.PATELLA))
 #: procedural phantoms are rasterised finer than the working grid, so the renderer can average partial volume
 PHANTOM_GRID = Acquisition("seg_pool", (280, 280, 224), (0.5, 0.5, 0.5), "PIR", "dess")
 
@@ -234,28 +235,42 @@ def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int =
     return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
 
 
-def cartilage_surface_band(target: torch.Tensor) -> torch.Tensor:
-    """Voxels on either side of a cartilage boundary (a cartilage voxel with a non-cartilage 6-neighbour, or the
-    reverse), as a float mask of ``target``'s shape (B, 1, ...): where a plate's thickness is decided."""
-    cartilage = torch.isin(target, torch.tensor(CARTILAGE, device=target.device)).float()
-    padded = F.pad(cartilage, (1, 1, 1, 1, 1, 1), mode="replicate")
-    band = torch.zeros_like(cartilage, dtype=torch.bool)
+def _touches(mask: torch.Tensor) -> torch.Tensor:
+    """Voxels with a 6-neighbour in ``mask`` (B, 1, ...); the volume's own faces have no neighbours beyond them."""
+    padded = F.pad(mask.float(), (1, 1, 1, 1, 1, 1), mode="constant", value=0.0)
+    out = torch.zeros_like(mask, dtype=torch.bool)
     centre = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
     for axis in (2, 3, 4):
         for shift in (0, 2):
             view = list(centre)
             view[axis] = slice(shift, padded.shape[axis] - 2 + shift)
-            band |= padded[tuple(view)] != cartilage
-    return band.float()
+            out |= padded[tuple(view)] > 0
+    return out
 
 
-def surface_weighted_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cartilage_surface_band(target: torch.Tensor, side: str = "both") -> torch.Tensor:
+    """Voxels on either side of a cartilage boundary (a cartilage voxel with a non-cartilage 6-neighbour, or the
+    reverse), as a float mask of ``target``'s shape (B, 1, ...): where a plate's thickness is decided.
+
+    ``side="articular"`` keeps only the boundary with what is neither cartilage nor bone (fluid, soft tissue): the
+    side the models get wrong (fluid over the plate read as cartilage), while the bone side is seldom in doubt."""
+    if side not in ("both", "articular"):
+        raise ValueError(f"side must be 'both' or 'articular', got {side!r}")
+    cartilage = torch.isin(target, torch.tensor(CARTILAGE, device=target.device))
+    other = ~cartilage
+    if side == "articular":
+        other &= ~torch.isin(target, torch.tensor(BONES, device=target.device))
+    return ((cartilage & _touches(other)) | (other & _touches(cartilage))).float()
+
+
+def surface_weighted_ce(logits: torch.Tensor, target: torch.Tensor, side: str = "both") -> torch.Tensor:
     """Cross-entropy averaged over the cartilage surface band only (0 when a patch has no cartilage).
 
     Dice over a whole plate barely changes when its articular surface is one voxel out, so a Dice + CE model settled
     on a typical thickness (0.4.0: slope 0.25 of predicted on true femoral ThCcAB over the 22 evaluation images).
-    This term puts the loss where thickness is decided: the voxels each side of every cartilage boundary."""
-    band = cartilage_surface_band(target)
+    This term puts the loss where thickness is decided: the voxels each side of every cartilage boundary (or, with
+    ``side="articular"``, of the articular boundary only)."""
+    band = cartilage_surface_band(target, side)
     ce = F.cross_entropy(logits, target[:, 0].long(), reduction="none")[:, None]
     return (ce * band).sum() / band.sum().clamp(min=1.0)
 

@@ -157,6 +157,15 @@ def test_surface_band_holds_the_voxels_each_side_of_every_cartilage_boundary():
     assert cartilage_surface_band(torch.ones((1, 1, 4, 4, 4), dtype=torch.int64)).sum() == 0, "no cartilage, no band"
 
 
+def test_articular_band_leaves_the_bone_side_alone():
+    band = cartilage_surface_band(_slab_target(), side="articular")[0, 0]
+    expected = torch.zeros(12)
+    expected[[7, 8]] = 1  # cartilage | background only
+    assert torch.equal(band, expected.expand(6, 6, 12))
+    with pytest.raises(ValueError, match="side"):
+        cartilage_surface_band(_slab_target(), side="bone")
+
+
 def _logits_for(labels: torch.Tensor, confidence: float = 10.0) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels[:, 0], 7).permute(0, 4, 1, 2, 3).float() * confidence
 
