@@ -49,6 +49,7 @@ from koaimg.segment._training import (
     LabelSource,
     RenderedSource,
     average_weights,
+    mean_weights,
     network_arrays,
     phantom_labels,
     rendered_pair,
@@ -452,8 +453,7 @@ def average(args: argparse.Namespace) -> None:
         state = average_weights([ck["model"] for ck in cks], args.weights)
     except CheckpointMismatchError as err:
         raise SystemExit(f"average: {err}") from None
-    weights = np.asarray(args.weights or [1.0] * len(cks), dtype=np.float64)
-    weights = weights / weights.sum()
+    weights = mean_weights(len(cks), args.weights)
     net = build_network()
     net.load_state_dict(state)
     dice = validate(net, validation_set(args))

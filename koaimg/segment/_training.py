@@ -30,8 +30,8 @@ from ._geometry import WorkingGrid, ras_transform, to_ras_array
 from ._intensity import normalise_intensity
 
 __all__ = ["N_CLASSES", "CheckpointMismatchError", "LabelSource", "RenderedSource", "augment_patch", "average_weights",
-           "cartilage_surface_band", "network_arrays", "phantom_labels", "rendered_pair", "rendered_phantom",
-           "surface_weighted_ce", "training_pair", "vary_cartilage_thickness"]
+           "cartilage_surface_band", "mean_weights", "network_arrays", "phantom_labels", "rendered_pair",
+           "rendered_phantom", "surface_weighted_ce", "training_pair", "vary_cartilage_thickness"]
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
@@ -313,6 +313,16 @@ class CheckpointMismatchError(KoaimgError, ValueError):
     code = "checkpoint_mismatch"
 
 
+def mean_weights(n: int, weights: list[float] | None = None) -> np.ndarray:
+    """The (n,) weights of a mean, normalised to sum 1 (default equal); what :func:`average_weights` uses and what a
+    caller records next to the averaged checkpoint."""
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise CheckpointMismatchError(f"weights {list(w)} do not fit {n} checkpoints",
+                                      hint="give one non-negative weight per checkpoint, not all zero")
+    return w / w.sum()
+
+
 def average_weights(states: list[dict[str, torch.Tensor]],
                     weights: list[float] | None = None) -> dict[str, torch.Tensor]:
     """Weighted mean of several state dicts of one network (weights normalised to sum 1; default equal).
@@ -322,11 +332,7 @@ def average_weights(states: list[dict[str, torch.Tensor]],
     tensors are averaged in float64 and cast back; integer tensors (counters) are taken from the last state."""
     if not states:
         raise CheckpointMismatchError("no checkpoints to average", hint="give at least one")
-    w = np.ones(len(states)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(states),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise CheckpointMismatchError(f"weights {list(w)} do not fit {len(states)} checkpoints",
-                                      hint="give one non-negative weight per checkpoint, not all zero")
-    w = w / w.sum()
+    w = mean_weights(len(states), weights)
     keys = list(states[-1])
     for i, state in enumerate(states):
         if list(state) != keys or any(state[k].shape != states[-1][k].shape for k in keys):
