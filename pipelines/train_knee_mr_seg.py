@@ -111,12 +111,13 @@ class Pool:
 
 class RenderedPool:
     """Procedural knees imaged by the phantom's own acquisition simulator, cached on disk as working-grid arrays
-    (a render costs ~10 s; a patch from it ~0.02 s). Seeds: SeedSequence([seed, 7, index]), never an evaluation's."""
+    (a render costs ~10 s; a patch from it ~0.02 s). Seeds: SeedSequence([seed, 7, index]), never an evaluation's.
+    Knees rendered with a cartilage-fluid gap are cached apart from those without."""
 
-    def __init__(self, out: Path, seed: int, spacing_mm: float) -> None:
-        self.dir = out / "rendered"
+    def __init__(self, out: Path, seed: int, spacing_mm: float, cartilage_fluid_gap: float = 0.0) -> None:
+        self.dir = out / ("rendered" if cartilage_fluid_gap == 0 else f"rendered_gap{cartilage_fluid_gap:g}")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.seed, self.spacing_mm = seed, spacing_mm
+        self.seed, self.spacing_mm, self.gap = seed, spacing_mm, cartilage_fluid_gap
         self.items: list[RenderedSource] = []
 
     def ensure(self, n: int) -> None:
@@ -129,7 +130,7 @@ class RenderedPool:
             else:
                 t = time.time()
                 src = rendered_phantom(int(np.random.SeedSequence([self.seed, 7, i]).generate_state(1)[0]),
-                                       self.spacing_mm)
+                                       self.spacing_mm, cartilage_fluid_gap=self.gap)
                 buf = io.BytesIO()
                 np.savez(buf, image=src.image, labels=src.labels, name=src.name)
                 atomic_write_bytes(path, buf.getvalue())
@@ -174,7 +175,8 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
             src = real if u < args.real_fraction else pool.items[int(rng.integers(n))]
             img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
                                      cartilage_focus=args.cartilage_focus, anywhere=args.anywhere,
-                                     thickness_change=args.thickness_change)
+                                     thickness_change=args.thickness_change,
+                                     cartilage_fluid_gap=args.cartilage_fluid_gap)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -342,7 +344,7 @@ def train(args: argparse.Namespace) -> None:
         rendered_from = step  # the rendered pool grows from here; travels in last.pt like the decay's start
     real = LabelSource(read_labels(REAL_MAP, preset="pymskt"), "pymskt_dess_labels")
     pool = Pool(OUT, args.seed)
-    rendered = RenderedPool(OUT, args.seed, args.spacing)
+    rendered = RenderedPool(OUT, args.seed, args.spacing, args.cartilage_fluid_gap)
     val = validation_set(args)
     val_fov = field_validation_set(args) if args.val_fov_n else []
     val_fov += rendered_validation_set(args) if args.val_rendered_n else []
@@ -526,6 +528,9 @@ def main() -> None:
     ap.add_argument("--surface-side", choices=["both", "articular"], default="both",
                     help="the surface loss's band: both boundaries of a plate, or only the articular one (against "
                          "fluid and soft tissue, where the models err), leaving the bone side to Dice + CE")
+    ap.add_argument("--cartilage-fluid-gap", type=float, default=0.0,
+                    help="least cartilage-fluid difference of class means, fraction of the brightest (0: independent);"
+                         " equal means hide the articular surface and teach a thickness prior")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=100)
     ap.add_argument("--pool-max", type=int, default=90)

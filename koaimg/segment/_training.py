@@ -23,6 +23,7 @@ from ..synth import (
     Pose,
     RandomisationSpec,
     Tissue,
+    keep_apart,
     make_knee_phantom,
     synthesize_from_labels,
 )
@@ -123,10 +124,12 @@ class RenderedSource:
 
 
 def rendered_phantom(seed: int, spacing_mm: float = 0.6, acquisitions: dict[str, Acquisition] | None = None, *,
-                     acquisition: str | None = None, contrast: str | None = None) -> RenderedSource:
+                     acquisition: str | None = None, contrast: str | None = None,
+                     cartilage_fluid_gap: float = 0.0) -> RenderedSource:
     """A random knee (anatomy, side, pose) imaged on a random protocol grid (default ``ACQUISITIONS``: DESS, FLASH,
     TSE, sample) with a random sequence contrast (a randomised preset, or every tissue uniform SynthSeg-style);
-    ``acquisition`` / ``contrast`` fix the protocol and sequence (validation sets)."""
+    ``acquisition`` / ``contrast`` fix the protocol and sequence (validation sets); ``cartilage_fluid_gap`` keeps
+    cartilage and fluid apart (:func:`koaimg.synth.keep_apart`)."""
     protocols = ACQUISITIONS if acquisitions is None else acquisitions
     rng = np.random.default_rng(seed)
     anatomy = KneeAnatomy.random(rng)
@@ -141,6 +144,7 @@ def rendered_phantom(seed: int, spacing_mm: float = 0.6, acquisitions: dict[str,
     else:
         table = CONTRASTS[contrast].randomised(rng)
         acq = replace(protocols[acq_name], contrast=contrast)
+    table = keep_apart(table, Tissue.FLUID, (Tissue.CARTILAGE,), cartilage_fluid_gap)
     pose = Pose.random(rng, max_deg=10.0, max_mm=10.0)
     ph = make_knee_phantom(anatomy, acq, seed=int(rng.integers(2**31)), side=side, pose=pose, contrast_table=table)
     grid = WorkingGrid(ph.image.affine, ph.image.spatial_shape, spacing_mm)
@@ -162,7 +166,8 @@ def rendered_pair(source: RenderedSource, rng: np.random.Generator, *, patch: in
     return np.clip(img, -0.5, 2.0).astype(np.float32, copy=False), lab
 
 
-def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy") -> RandomisationSpec:
+def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy",
+                  cartilage_fluid_gap: float = 0.0) -> RandomisationSpec:
     """Randomisation for patches rendered directly near the working grid (±10 % scale jitter).
 
     Muscle may be plain (no fat septa): a model that only ever saw septa in muscle learns "plain = bone" and labels
@@ -170,7 +175,8 @@ def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy") -> Ran
     lo, hi = 0.9 * spacing_mm, 1.1 * spacing_mm
     return RandomisationSpec(in_plane_mm=(lo, hi), slice_mm=(lo, hi), patch_size=(patch, patch, patch),
                              blur_fwhm_mm=(0.0, 0.6), noise_sigma=(0.005, 0.08), rotation_deg=15.0,
-                             septa_fraction=(0.0, 0.15), patch_centre=centre)
+                             septa_fraction=(0.0, 0.15), patch_centre=centre,
+                             cartilage_fluid_gap=cartilage_fluid_gap)
 
 
 def vary_cartilage_thickness(labels: LabelVolume, rng: np.random.Generator,
@@ -215,20 +221,22 @@ def vary_cartilage_thickness(labels: LabelVolume, rng: np.random.Generator,
 
 def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
                   cartilage_focus: float = 0.75, anywhere: float = 0.0,
-                  thickness_change: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  thickness_change: float = 0.0, cartilage_fluid_gap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6.
 
     With probability ``anywhere`` the patch is centred anywhere in the whole map (far soft tissue, air, the field of
     view's edge: where an under-trained model invents bone), else on cartilage / labelled anatomy of a crop. With
     probability ``thickness_change`` the cartilage of the map is first made thinner or thicker
-    (:func:`vary_cartilage_thickness`; no draw at 0, so validation samples stay as they were)."""
+    (:func:`vary_cartilage_thickness`; no draw at 0, so validation samples stay as they were). ``cartilage_fluid_gap``
+    keeps the two apart in contrast (:class:`koaimg.synth.RandomisationSpec`; validation keeps 0)."""
     if anywhere > 0 and rng.random() < anywhere:
         sub, centre = source.labels, "uniform"  # the whole map, so the soft-tissue shells follow all the anatomy
     else:
         sub, centre = source.crop_around(rng, 0.75 * patch * spacing_mm * 1.1 + 6.0, cartilage_focus), "anatomy"
     if thickness_change > 0 and rng.random() < thickness_change:
         sub = vary_cartilage_thickness(sub, rng)
-    img, lab = network_arrays(*synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre)))
+    img, lab = network_arrays(*synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre,
+                                                                                      cartilage_fluid_gap)))
     img = normalise_intensity(augment_patch(img, rng, spacing_mm))
     # a patch's percentiles are not the whole volume's (inference normalises the whole field of view): jitter them
     img = img * np.float32(np.exp(rng.normal(0.0, 0.15))) + np.float32(rng.normal(0.0, 0.05))

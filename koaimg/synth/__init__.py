@@ -9,7 +9,7 @@ from ._knee_phantom import ACQUISITIONS, Acquisition, KneePhantom, Pose, make_kn
 from ._knee_truth import PlateTruth, knee_truth, moaks_grade, plate_truth, surface_mesh
 from ._longitudinal import PhantomPair, make_pair, point_delta
 from ._shells import ShellPhantom, shell_phantom
-from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Contrast, Tissue
+from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Contrast, Tissue, keep_apart
 from ._us import USPhantom, USPhantomSpec, follow_up_spec, make_us_phantom, random_us_spec, write_us_phantom
 from ._write import interface_rows, region_rows, visit_date, write_knee_phantom, write_pair
 
@@ -41,6 +41,7 @@ __all__ = [
     "blur",
     "follow_up_spec",
     "interface_rows",
+    "keep_apart",
     "knee_truth",
     "make_knee_phantom",
     "make_pair",

@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 from .._numba import CACHE, FASTMATH
 from ..core import GeometryError, KneeSide, KoaimgError, LabelSchemaError, LabelVolume, Modality, Structure, Volume
 from ._imaging import blur
-from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Tissue
+from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Tissue, keep_apart
 
 __all__ = ["RandomisationSpec", "SynthesisSpecError", "synthesize_from_labels"]
 
@@ -47,6 +47,8 @@ class SynthesisSpecError(KoaimgError, ValueError):
 # intensity classes: 0-8 are Structure values, then tissues invented for the background, then context tissues
 _CORTEX, _FLUID, _MUSCLE, _FAT_SEPTA, _FAT_SUBCUT, _SKIN, _AIR = 9, 10, 11, 12, 13, 14, 15
 _CONTEXT0 = 16
+_CARTILAGE_CLASSES = (int(Structure.FEMORAL_CARTILAGE), int(Structure.TIBIAL_CARTILAGE),
+                      int(Structure.PATELLAR_CARTILAGE))
 _N_CLASSES = _CONTEXT0 + len(Tissue)
 _CLASS_TISSUE: dict[int, Tissue] = {
     **{int(s): STRUCTURE_TISSUE[s] for s in Structure},
@@ -75,6 +77,10 @@ class RandomisationSpec:
     #: SD of the log-scale factor drawn independently per structure/tissue around a preset's mean
     contrast_spread: float = 0.25
     random_mean_range: Range = (0.0, 1.0)
+    #: least difference between each cartilage class mean and the fluid mean, as a fraction of the brightest class
+    #: mean (0: independent). Real cartilage protocols always separate the two; equal means hide the articular
+    #: surface (see ``keep_apart``). Training sets it; the evaluation renders keep 0, as they always were
+    cartilage_fluid_gap: float = 0.0
     #: relative SD of the smooth multiplicative texture inside each class, and its correlation length
     texture_amplitude: Range = (0.0, 0.15)
     texture_scale_mm: Range = (1.0, 4.0)
@@ -137,6 +143,9 @@ class RandomisationSpec:
             raise SynthesisSpecError("spacings and scales in RandomisationSpec must be > 0 mm")
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
             raise SynthesisSpecError(f"RandomisationSpec.slice_axis must be 0, 1, 2 or None, got {self.slice_axis}")
+        if not 0.0 <= self.cartilage_fluid_gap < 1.0:
+            raise SynthesisSpecError(f"RandomisationSpec.cartilage_fluid_gap={self.cartilage_fluid_gap!r} must be in "
+                                     "[0, 1)")
         if not 0.0 <= self.mirror_probability <= 1.0 or self.rotation_deg < 0 or self.contrast_spread < 0:
             raise SynthesisSpecError("mirror_probability must be in [0, 1]; rotation_deg and contrast_spread >= 0")
         if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
@@ -424,6 +433,7 @@ def _class_means(contrast: str, spec: RandomisationSpec, rng: np.random.Generato
         base = np.array([table.get(_CLASS_TISSUE.get(c, Tissue.MUSCLE), table[Tissue.MUSCLE])
                          for c in range(_N_CLASSES)])
         means = base * np.exp(rng.normal(0.0, spec.contrast_spread, _N_CLASSES)).clip(0.4, 2.5)
+    means = keep_apart(means, _FLUID, _CARTILAGE_CLASSES, spec.cartilage_fluid_gap)
     top = max(float(means.max()), 1e-3)
     means[_CORTEX] = rng.uniform(0.0, 0.06) * top  # cortical bone has no signal on any contrast
     means[_AIR] = means[_CONTEXT0 + Tissue.AIR] = rng.uniform(0.0, 0.02) * top

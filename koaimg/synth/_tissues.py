@@ -87,3 +87,24 @@ CONTRASTS: dict[str, Contrast] = {
         tags={"series_description": "COR T1 3D FLASH", "echo_time_ms": 7.57, "repetition_time_ms": 20.0,
               "flip_angle_deg": 12.0, "mr_acquisition_type": "3D", "scanning_sequence": "GR", "scan_options": ""}),
 }
+
+
+def keep_apart(means: np.ndarray, anchor: int, movable: tuple[int, ...], gap: float) -> np.ndarray:
+    """``means`` with every ``movable`` class at least ``gap`` x the brightest mean away from the ``anchor`` class.
+
+    Why: every cartilage protocol separates cartilage from synovial fluid (fluid brighter on DESS, PD-FS and T2,
+    darker on T1). A randomised contrast that makes them equal hides the articular surface; trained on such samples
+    a model can only guess where the surface is and learns a thickness prior instead of reading the image. A class
+    too close moves away on the side it already lies (above the anchor: up), or up when the anchor is too dark."""
+    out = np.array(means, copy=True)
+    if gap <= 0:
+        return out
+    a = float(out[anchor])
+    for _ in range(8):  # a class moved above the brightest raises the scale of the gap: repeat until none is close
+        d = gap * max(float(out.max()), 1e-3)
+        close = [c for c in movable if abs(float(out[c]) - a) < d * (1 - 1e-6)]
+        if not close:
+            break
+        for c in close:
+            out[c] = a - d if (out[c] < a and a - d >= 0.0) else max(a + d, a / (1.0 - gap))
+    return out

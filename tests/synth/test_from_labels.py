@@ -22,8 +22,17 @@ from koaimg.core import (
     side_from_anatomy,
 )
 from koaimg.io import read_labels
-from koaimg.synth._from_labels import RandomisationSpec, SynthesisSpecError, synthesize_from_labels
-from koaimg.synth._tissues import Tissue
+from koaimg.synth._from_labels import (
+    _AIR,
+    _CONTEXT0,
+    _CORTEX,
+    _FLUID,
+    RandomisationSpec,
+    SynthesisSpecError,
+    _class_means,
+    synthesize_from_labels,
+)
+from koaimg.synth._tissues import Tissue, keep_apart
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
 DESS_LABELS = REALDATA / "pymskt_dess_labels" / "SAG_3D_DESS_RIGHT_bones_cart_men_fib-label.nrrd"
@@ -162,6 +171,47 @@ def test_dess_contrast_separates_cartilage_from_marrow(phantom):
     (cart, cart_mad), (bone, bone_mad) = (interior_stats(image, out, s)
                                           for s in (Structure.FEMORAL_CARTILAGE, Structure.FEMUR))
     assert cart - bone > 3 * max(cart_mad, bone_mad)
+
+
+def test_cartilage_fluid_gap_keeps_the_articular_surface_visible(phantom):
+    """Randomised contrasts often make cartilage and fluid equal (about 1 in 5 random or DESS draws within 0.1 of the
+    brightest mean); with a gap every cartilage class stays that far from the fluid, and nothing else moves."""
+    cartilage = [int(s) for s in (Structure.FEMORAL_CARTILAGE, Structure.TIBIAL_CARTILAGE,
+                                  Structure.PATELLAR_CARTILAGE)]
+
+    def closest(gap: float, contrast: str) -> tuple[float, list[np.ndarray]]:
+        spec, rng, drawn = RandomisationSpec(cartilage_fluid_gap=gap), np.random.default_rng(11), []
+        worst = 1.0
+        for _ in range(300):
+            m = _class_means(contrast, spec, rng)
+            worst = min(worst, float(np.abs(m[cartilage] - m[_FLUID]).min() / m.max()))
+            drawn.append(m)
+        return worst, drawn
+
+    for contrast in ("random", "dess"):
+        free, free_means = closest(0.0, contrast)
+        kept, kept_means = closest(0.15, contrast)
+        assert free < 0.02 and kept >= 0.15 * 0.999, contrast
+        # the same draws: only cartilage classes that were too close moved (cortex and air are set relative to the
+        # brightest mean, which a cartilage class moved up can raise)
+        dark = (_CORTEX, _AIR, _CONTEXT0 + int(Tissue.AIR))
+        others = [c for c in range(free_means[0].size) if c not in cartilage and c not in dark]
+        assert all(np.array_equal(a[others], b[others]) for a, b in zip(free_means, kept_means, strict=True))
+    image, _ = synthesize_from_labels(phantom, rng=np.random.default_rng(5),
+                                      spec=RandomisationSpec(contrasts=("random",), cartilage_fluid_gap=0.3))
+    means = np.array(image.meta.acquisition["synthesis"]["class_means"])
+    assert np.abs(means[cartilage] - means[_FLUID]).min() >= 0.3 * means.max() - 1e-3
+    with pytest.raises(SynthesisSpecError, match="cartilage_fluid_gap"):
+        RandomisationSpec(cartilage_fluid_gap=1.0)
+
+
+def test_keep_apart_moves_only_what_is_too_close():
+    means = np.array([0.5, 0.55, 0.45, 0.9, 0.02, 1.0])
+    out = keep_apart(means, anchor=0, movable=(1, 2, 3, 4), gap=0.2)
+    # above the anchor goes up, below goes down, far ones stay; too dark to go below the anchor: goes above
+    np.testing.assert_allclose(out, [0.5, 0.7, 0.3, 0.9, 0.02, 1.0])
+    np.testing.assert_allclose(keep_apart(np.array([0.05, 0.1, 1.0]), 0, (1,), 0.2), [0.05, 0.25, 1.0])
+    assert np.array_equal(keep_apart(means, 0, (1, 2), 0.0), means)
 
 
 def test_background_is_not_uniform(phantom):
