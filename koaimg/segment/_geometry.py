@@ -90,9 +90,13 @@ class WorkingGrid:
 
 
 def _sample(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], k0: int = 0,
-            mode: str = "bilinear") -> torch.Tensor:
+            mode: str = "bilinear", separable: bool = True) -> torch.Tensor:
     """Sample (C, X, Y, Z) ``src`` at index ``to_src @ ijk`` for every ijk of ``shape`` (k offset by k0); edge clamp.
-    ``mode="nearest"`` for label maps (a label is never interpolated)."""
+    ``mode="nearest"`` for label maps (a label is never interpolated). Axis-matched grids take the separable path
+    (``separable=False`` forces ``grid_sample``, the reference)."""
+    axes = _matching_axes(to_src) if mode == "bilinear" and separable else None
+    if axes is not None:
+        return _sample_separable(src, to_src, shape, k0, axes)
     ii, jj, kk = (torch.arange(n, dtype=torch.float64) for n in shape)
     kk = kk + k0
     m = torch.as_tensor(to_src, dtype=torch.float64)
@@ -104,6 +108,40 @@ def _sample(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], 
     g = norm.flip(-1).to(torch.float32)[None]
     out = F.grid_sample(src[None], g, mode=mode, padding_mode="border", align_corners=True)
     return out[0]
+
+
+def _matching_axes(to_src: np.ndarray) -> np.ndarray | None:
+    """For each destination axis, the one source axis it runs along, when the two grids differ only by a permutation,
+    flips, scales and a shift (the working grid keeps the reoriented input's axis directions, so this is the rule);
+    None for a genuinely rotated pair."""
+    m = np.abs(np.asarray(to_src, dtype=np.float64)[:3, :3])
+    axes = m.argmax(axis=0)
+    if sorted(axes.tolist()) != [0, 1, 2]:
+        return None
+    off = m.sum(axis=0) - m[axes, [0, 1, 2]]
+    return axes if np.all(off <= 1e-9 * m[axes, [0, 1, 2]]) else None
+
+
+def _sample_separable(src: torch.Tensor, to_src: np.ndarray, shape: tuple[int, int, int], k0: int,
+                      axes: np.ndarray) -> torch.Tensor:
+    """Trilinear sampling as three 1-D linear interpolations (trilinear is their tensor product), the same values as
+    ``grid_sample`` (align_corners, border clamp) at a fraction of its cost: each output voxel reads two planes per
+    axis instead of building and following a per-voxel coordinate grid. Why: returning seven probability channels
+    to a 384 x 384 x 160 DESS grid took longer than the network itself."""
+    t = src
+    for axis in (2, 0, 1):  # the slab axis first: it shrinks the working grid to the slab before the others grow
+        s_axis = int(axes[axis])
+        n_src = t.shape[1 + s_axis]
+        idx = torch.arange(shape[axis], dtype=torch.float64) + (k0 if axis == 2 else 0)
+        pos = (idx * float(to_src[s_axis, axis]) + float(to_src[s_axis, 3])).clamp(0.0, n_src - 1)
+        i0 = pos.floor().long().clamp(max=max(n_src - 2, 0))
+        i1 = (i0 + 1).clamp(max=n_src - 1)
+        view = [1, 1, 1, 1]
+        view[1 + s_axis] = -1
+        w = (pos - i0).to(t.dtype).view(view)
+        t = torch.lerp(t.index_select(1 + s_axis, i0), t.index_select(1 + s_axis, i1), w)
+    # source axes now hold the destination sizes: put them in destination order
+    return t.permute(0, *(1 + int(a) for a in axes)).contiguous()
 
 
 def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, int, int],

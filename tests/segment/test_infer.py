@@ -10,6 +10,7 @@ import torch
 
 from koaimg.core import ModelError, Structure, Volume
 from koaimg.segment import clean_labels, field_of_view_warnings, resolve_device, segment_volume
+from koaimg.segment._infer import _channel_argmax
 
 
 def test_tiny_bundle_segments_on_the_native_grid(tiny_bundle: Path, small_phantom) -> None:
@@ -119,3 +120,11 @@ def test_any_orientation_gives_the_same_labels(tiny_bundle: Path, small_phantom)
     other = Volume(image.array[::-1].copy(), flipped_affine, image.meta)
     b = segment_volume(other, bundle=tiny_bundle, device="cpu").labels.array[::-1]
     assert np.mean(a == b) > 0.999
+
+
+def test_channel_argmax_is_argmax_ties_included() -> None:
+    probs = torch.rand(7, 9, 8, 5)
+    probs[3, 0, 0, 0] = probs[5, 0, 0, 0] = 2.0  # a tie: the first channel wins, as with argmax
+    probs[:, 1, 1, 1] = 0.5
+    expected = probs.argmax(0).to(torch.uint8)
+    assert torch.equal(_channel_argmax(probs), expected) and int(expected[0, 0, 0]) == 3
