@@ -10,8 +10,8 @@ from ..core import CARTILAGE_ON_BONE, Structure
 
 __all__ = ["clean_labels", "field_of_view_warnings"]
 
-BONES = (Structure.FEMUR, Structure.TIBIA, Structure.PATELLA)
-CARTILAGES = (Structure.FEMORAL_CARTILAGE, Structure.TIBIAL_CARTILAGE, Structure.PATELLAR_CARTILAGE)
+BONES = tuple(CARTILAGE_ON_BONE.values())
+CARTILAGES = tuple(CARTILAGE_ON_BONE)
 #: a second femur at least this fraction of the first, this far away (mm), means both knees are in the image
 BILATERAL_FRACTION, BILATERAL_DISTANCE_MM = 0.3, 60.0
 #: below this the structure counts as absent (mL)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..core import KneeSide, KoaimgError, LabelVolume, Structure, Volume
+from ..core import CARTILAGE_ON_BONE, KneeSide, KoaimgError, LabelVolume, Volume
 from ..synth import (
     ACQUISITIONS,
     CONTRASTS,
@@ -36,8 +36,9 @@ __all__ = ["N_CLASSES", "CheckpointMismatchError", "LabelSource", "RenderedSourc
 
 #: network outputs: background + the six structures of the internal schema (fibula and menisci are background)
 N_CLASSES = 7
-CARTILAGE = (int(Structure.FEMORAL_CARTILAGE), int(Structure.TIBIAL_CARTILAGE), int(Structure.PATELLAR_CARTILAGE))
-BONES = (int(Structure.FEMUR), int(Structure.TIBIA), int(Structure.PATELLA))
+#: as plain ints (``torch.isin`` needs them), from the core's one cartilage -> bone table
+CARTILAGE = tuple(int(c) for c in CARTILAGE_ON_BONE)
+BONES = tuple(int(b) for b in CARTILAGE_ON_BONE.values())
 #: procedural phantoms are rasterised finer than the working grid, so the renderer can average partial volume
 PHANTOM_GRID = Acquisition("seg_pool", (280, 280, 224), (0.5, 0.5, 0.5), "PIR", "dess")
 

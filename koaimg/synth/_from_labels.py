@@ -31,7 +31,17 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from .._numba import CACHE, FASTMATH
-from ..core import GeometryError, KneeSide, KoaimgError, LabelSchemaError, LabelVolume, Modality, Structure, Volume
+from ..core import (
+    CARTILAGE_ON_BONE,
+    GeometryError,
+    KneeSide,
+    KoaimgError,
+    LabelSchemaError,
+    LabelVolume,
+    Modality,
+    Structure,
+    Volume,
+)
 from ._imaging import blur
 from ._tissues import CONTRASTS, STRUCTURE_TISSUE, Tissue, keep_apart
 
@@ -47,8 +57,7 @@ class SynthesisSpecError(KoaimgError, ValueError):
 # intensity classes: 0-8 are Structure values, then tissues invented for the background, then context tissues
 _CORTEX, _FLUID, _MUSCLE, _FAT_SEPTA, _FAT_SUBCUT, _SKIN, _AIR = 9, 10, 11, 12, 13, 14, 15
 _CONTEXT0 = 16
-_CARTILAGE_CLASSES = (int(Structure.FEMORAL_CARTILAGE), int(Structure.TIBIAL_CARTILAGE),
-                      int(Structure.PATELLAR_CARTILAGE))
+_CARTILAGE_CLASSES = tuple(int(c) for c in CARTILAGE_ON_BONE)
 _N_CLASSES = _CONTEXT0 + len(Tissue)
 _CLASS_TISSUE: dict[int, Tissue] = {
     **{int(s): STRUCTURE_TISSUE[s] for s in Structure},
