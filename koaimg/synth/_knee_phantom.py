@@ -285,20 +285,40 @@ def make_knee_phantom(anatomy: KneeAnatomy, acquisition: Acquisition | str = "de
                        pose=pose, seed=seed, change=change, bone_fraction=bone_fraction)
 
 
+def _combined_fractions(shape: tuple[int, int, int], mixed_index: list[np.ndarray], mixed_frac: list[np.ndarray]
+                        ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Each listed voxel once, with the (marrow, cortex, cartilage, film) fractions of every bone that listed it
+    added up (scaled down where they exceed 1).
+
+    Bones' bands overlap where joints are close (the trochlea under the patella, the condyles over the tibial
+    plateau): taking the last bone's fractions alone would image the first bone's cartilage as soft tissue while
+    its labels still say cartilage."""
+    flat = np.concatenate([np.ravel_multi_index(tuple(c.T), shape) for c in mixed_index])
+    frac = np.concatenate(mixed_frac).astype(np.float32)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    total = np.zeros((unique.size, frac.shape[1]), np.float32)
+    np.add.at(total, inverse, frac)
+    total /= np.maximum(total.sum(axis=1, keepdims=True), 1.0)
+    return np.unravel_index(unique, shape), total
+
+
 def _form_image(acq: Acquisition, grid: np.ndarray, tissue: np.ndarray, mixed_index: list[np.ndarray],
                 mixed_frac: list[np.ndarray], rng: np.random.Generator, table: np.ndarray | None,
                 side: KneeSide) -> Volume:
     contrast = CONTRASTS[acq.contrast]
     table = contrast.table() if table is None else np.asarray(table, dtype=np.float32)
     signal = table[tissue]
-    for cand, frac in zip(mixed_index, mixed_frac, strict=True):
-        idx = tuple(cand.T)
-        rest = np.clip(1.0 - frac.sum(axis=1), 0.0, 1.0)
-        base = table[tissue[idx]]
-        # a voxel whose centre is in bone keeps its neighbour soft tissue for the non-bone remainder
-        base = np.where(tissue[idx] == Tissue.MARROW, table[Tissue.MUSCLE], base)
-        signal[idx] = (frac[:, 0] * table[Tissue.MARROW] + frac[:, 1] * table[Tissue.CORTEX]
-                       + frac[:, 2] * table[Tissue.CARTILAGE] + frac[:, 3] * table[Tissue.FLUID] + rest * base)
+    idx, frac = _combined_fractions(tissue.shape, mixed_index, mixed_frac)
+    tissue_here = tissue[idx]
+    in_bone = tissue_here == Tissue.MARROW
+    # a voxel deep inside one bone (so not in that bone's list) but near another bone keeps its marrow
+    mixed = ~(in_bone & (frac[:, 0] + frac[:, 1] == 0))
+    idx, frac, tissue_here, in_bone = tuple(i[mixed] for i in idx), frac[mixed], tissue_here[mixed], in_bone[mixed]
+    rest = np.clip(1.0 - frac.sum(axis=1), 0.0, 1.0)
+    # a voxel whose centre is in bone keeps its neighbour soft tissue for the non-bone remainder
+    base = np.where(in_bone, table[Tissue.MUSCLE], table[tissue_here])
+    signal[idx] = (frac[:, 0] * table[Tissue.MARROW] + frac[:, 1] * table[Tissue.CORTEX]
+                   + frac[:, 2] * table[Tissue.CARTILAGE] + frac[:, 3] * table[Tissue.FLUID] + rest * base)
     spacing = np.asarray(acq.spacing)
     signal = blur(signal, spacing, acq.blur_fwhm_mm)
     if acq.bias > 0:

@@ -145,3 +145,17 @@ def test_deterministic_and_byte_identical_dicom(tmp_path, anatomy):
         digests.append(hashlib.sha256(b"".join(p.read_bytes() for p in sorted((out / "dicom").iterdir()))).hexdigest())
         digests.append(hashlib.sha256((out / "truth" / "regions.csv").read_bytes()).hexdigest())
     assert digests[0] == digests[2] and digests[1] == digests[3]
+
+
+def test_image_shows_cartilage_wherever_the_truth_has_it(phantom):
+    """Every plate's fully-cartilage voxels are imaged as cartilage, also where another bone's surroundings reach them
+    (the trochlea under the patella, the condyles over the tibia): the image and its truth must describe one knee."""
+    from koaimg.synth import CONTRASTS, Tissue
+
+    table = CONTRASTS[phantom.acquisition.contrast].table()
+    scale = 1000.0 / float(table.max())
+    midway = 0.5 * (table[Tissue.CARTILAGE] + table[Tissue.MUSCLE]) * scale
+    for bone, fraction in phantom.cartilage_fraction.items():
+        pure = fraction.array > 0.99
+        dark = float(np.mean(phantom.image.array[pure] < midway))
+        assert dark < 0.01, f"{bone}: {dark:.1%} of pure-cartilage voxels image darker than cartilage"
