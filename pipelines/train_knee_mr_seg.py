@@ -39,8 +39,9 @@ from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 
-from koaimg.core import LabelVolume
+from koaimg.core import KneeSide, KoaimgError, LabelVolume
 from koaimg.io import atomic_write_bytes, atomic_write_text, read_labels
+from koaimg.measure import measure_knee
 from koaimg.segment import load_bundle
 from koaimg.segment._intensity import normalise_intensity
 from koaimg.segment._training import (
@@ -248,11 +249,35 @@ def rendered_validation_set(args: argparse.Namespace) -> list[tuple[np.ndarray, 
     return cached_items(OUT / f"valrend_{args.val_rendered_n}.npz", args.val_rendered_n, build)
 
 
+def working_thccab(labels: np.ndarray, spacing_mm: float) -> float:
+    """Femoral ThCcAB.Me (mm) of a working-grid label array, NaN when it cannot be measured.
+
+    The whole-plate mean needs no knee side (a right knee is assumed for the subregion scheme it is computed with)."""
+    volume = LabelVolume(labels, np.diag([spacing_mm] * 3 + [1.0]))
+    volume = volume.with_array(labels, meta=volume.meta.replace(side=KneeSide.RIGHT))
+    try:
+        rows = measure_knee(volume, plates=("femur",), schemes=("moaks",)).rows()
+    except KoaimgError:
+        return float("nan")
+    values = [r["value"] for r in rows if r["region"] == "all" and r["metric"] == "ThCcAB.Me"]
+    return float(values[0]) if values else float("nan")
+
+
+def thickness_summary(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    """Mean signed and mean absolute femoral ThCcAB error (mm) over (true, predicted) pairs: Dice cannot tell a
+    plate one voxel too thick from a right one, this can."""
+    errors = np.array([p - t for t, p in pairs], dtype=float)
+    return {"mean_error_mm": round(float(np.nanmean(errors)), 4) if errors.size else float("nan"),
+            "mean_abs_error_mm": round(float(np.nanmean(np.abs(errors))), 4) if errors.size else float("nan")}
+
+
 @torch.inference_mode()
 def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], whole: bool = False,
-             roi: int | None = None) -> dict[str, float]:
+             roi: int | None = None, thickness: list[tuple[float, float]] | None = None,
+             spacing_mm: float = 0.6) -> dict[str, float]:
     """Dice per structure over ``items`` (pooled voxels); ``whole`` volumes run through the bundle's sliding window
-    (or one with a ``roi``³ window, to compare window sizes)."""
+    (or one with a ``roi``³ window, to compare window sizes). With ``thickness`` (whole volumes only), the true and
+    predicted femoral ThCcAB of each volume are appended to it."""
     net.eval()
     inferer = bundle_part("inferer") if roi is None else SlidingWindowInferer(
         roi_size=(roi,) * 3, sw_batch_size=1, overlap=bundle_settings()["overlap"], mode="gaussian")
@@ -261,6 +286,8 @@ def validate(net: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], w
     for x, y in items:
         t = torch.from_numpy(x)[None, None]
         pred = (inferer(t, net) if whole else net(t)).argmax(1)[0].numpy()
+        if whole and thickness is not None:
+            thickness.append((working_thccab(y, spacing_mm), working_thccab(pred.astype(np.uint8), spacing_mm)))
         for c in range(1, N_CLASSES):
             inter[c] += np.sum((pred == c) & (y == c))
             total[c] += np.sum(pred == c) + np.sum(y == c)
@@ -382,17 +409,20 @@ def train(args: argparse.Namespace) -> None:
             running = []
         if step % args.val_every == 0 or step >= args.steps:
             dice = validate(net, val)
-            fov = validate(net, val_fov, whole=True) if val_fov else None
+            pairs: list[tuple[float, float]] = []
+            fov = validate(net, val_fov, whole=True, thickness=pairs, spacing_mm=args.spacing) if val_fov else None
             score = selection_score(dice, fov)
             record = {"step": step, "val_dice": {k: round(v, 4) for k, v in dice.items()},
                       "val_patches": round(selection_score(dice, None), 4)}
             if fov:
                 record["val_fov_dice"] = {k: round(v, 4) for k, v in fov.items()}
                 record["val_fov"] = round(selection_score(fov, None), 4)
+                record["val_fov_thccab"] = thickness_summary(pairs)
             improved = score > best
             log({**record, "val_mean": round(score, 4), "best": improved})
             snapshot = {"model": net.state_dict(), "step": step, "val_dice": dice, "val_mean": score,
-                        "val_fov_dice": record.get("val_fov_dice"), "val_kind": kind, "train_seconds": seconds,
+                        "val_fov_dice": record.get("val_fov_dice"), "val_fov_thccab": record.get("val_fov_thccab"),
+                        "val_kind": kind, "train_seconds": seconds,
                         "args": vars(args)}
             keep_validated(snapshot)
             if improved:
@@ -476,7 +506,8 @@ def average(args: argparse.Namespace) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Whole-field validation Dice of the shipped bundle (or ``--checkpoint``) for each ``--roi`` window size."""
+    """Whole-field validation Dice and femoral ThCcAB error of the shipped bundle (or ``--checkpoint``) for each
+    ``--roi`` window size."""
     torch.set_num_threads(args.threads)
     net = build_network()
     if args.checkpoint:
@@ -488,12 +519,15 @@ def check(args: argparse.Namespace) -> None:
         name = f"bundle {bundle.version} (step {bundle.metadata['training']['steps']})"
     items = field_validation_set(args) + (rendered_validation_set(args) if args.val_rendered_n else [])
     print(f"{name}: whole-field validation ({len(items)} volumes), {args.threads} thread(s)")
-    print("roi    seconds  mean   " + "  ".join(n[:8] for n in NAMES))
+    print("roi    seconds  mean   " + "  ".join(n[:8] for n in NAMES) + "  ThCcAB err / |err| (mm)")
     for roi in args.roi:
         t = time.time()
-        dice = validate(net, items, whole=True, roi=roi)
+        pairs: list[tuple[float, float]] = []
+        dice = validate(net, items, whole=True, roi=roi, thickness=pairs, spacing_mm=args.spacing)
+        thick = thickness_summary(pairs)
         print(f"{roi:<6} {time.time() - t:7.1f}  {selection_score(dice, None):.3f}  "
-              + "  ".join(f"{dice[n]:8.3f}" for n in NAMES))
+              + "  ".join(f"{dice[n]:8.3f}" for n in NAMES)
+              + f"  {thick['mean_error_mm']:+.3f} / {thick['mean_abs_error_mm']:.3f}")
 
 
 def main() -> None:
