@@ -491,10 +491,12 @@ def average(args: argparse.Namespace) -> None:
     dice = validate(net, validation_set(args))
     items = (field_validation_set(args) if args.val_fov_n else []) + (
         rendered_validation_set(args) if args.val_rendered_n else [])
-    fov = validate(net, items, whole=True) if items else None
+    pairs: list[tuple[float, float]] = []
+    fov = validate(net, items, whole=True, thickness=pairs, spacing_mm=args.spacing) if items else None
     newest = max(cks, key=lambda ck: ck["step"])
     out = {"model": net.state_dict(), "step": int(newest["step"]), "val_dice": dice,
-           "val_mean": selection_score(dice, fov), "val_fov_dice": fov, "val_kind": validation_kind(args),
+           "val_mean": selection_score(dice, fov), "val_fov_dice": fov, "val_fov_thccab": thickness_summary(pairs),
+           "val_kind": validation_kind(args),
            "train_seconds": max(ck["train_seconds"] for ck in cks), "args": newest["args"],
            "averaged_from": [{"step": int(ck["step"]), "weight": round(float(w), 4),
                               **({"averaged_from": ck["averaged_from"]} if ck.get("averaged_from") else {})}
@@ -502,7 +504,8 @@ def average(args: argparse.Namespace) -> None:
     save(OUT / "averaged.pt", out)
     print(f"averaged {len(cks)} checkpoints (steps {[a['step'] for a in out['averaged_from']]}, weights "
           f"{[a['weight'] for a in out['averaged_from']]}) -> {OUT / 'averaged.pt'}: validation mean Dice "
-          f"{out['val_mean']:.4f}; " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
+          f"{out['val_mean']:.4f}; " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+          + f"; whole-field ThCcAB error {out['val_fov_thccab']}")
 
 
 def check(args: argparse.Namespace) -> None:
