@@ -17,6 +17,7 @@ ThCcAB error before and after. Figures quoted in the bundle docs come from here.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def false_cartilage(bundle_dir: Path | None, case: str) -> None:
     fp, tp = (pred == FC) & (true != FC), (pred == FC) & (true == FC)
     means = np.array(image.meta.acquisition["synthesis"]["class_means"])
     print(f"{case}: predicted FC {int((pred == FC).sum())} voxels, true {int((true == FC).sum())}, "
-          f"Dice {2 * tp.sum() / ((pred == FC).sum() + (true == FC).sum()):.3f}")
+          f"Dice {ev.dice(pred, true, FC):.3f}")
     print(f"drawn class means: FC {means[FC]:.3f}, fluid {means[_FLUID]:.3f}, femur {means[FEMUR]:.3f}")
     print(f"image median: true-positive FC {np.median(img[tp]):.3f}, false-positive FC {np.median(img[fp]):.3f}")
     print("false FC over true label 0..6:", np.bincount(true[fp], minlength=7).tolist(),
@@ -118,7 +119,7 @@ def articular_peel(image: np.ndarray, labels: np.ndarray, spacing: np.ndarray, w
 def peel(bundle_dir: Path | None, cases: list[str]) -> None:
     bundle = load_bundle(bundle_dir or ev.REPO / "models" / "knee_mr_seg")
     rows = []
-    for name, image, truth in [*ev.phantom_cases(False), *ev.woo_cases(False)]:
+    for name, image, truth in itertools.chain(ev.phantom_cases(False), ev.woo_cases(False)):  # one at a time
         if cases and name not in cases:
             continue
         pred = segment_volume(image, bundle=bundle, device="cpu").labels.array
@@ -127,22 +128,20 @@ def peel(bundle_dir: Path | None, cases: list[str]) -> None:
         row = {"case": name, "true": true_mm}
         for tag, labels in (("before", pred), ("after", peeled)):
             for c, short in ((FC, "fc"), (4, "tc"), (6, "pc")):
-                p, t = labels == c, truth.array == c
-                row[f"{short}_{tag}"] = float(2 * (p & t).sum() / max(1, p.sum() + t.sum()))
-            row[f"err_{tag}"] = ev.fc_thccab(truth, labels) - true_mm
+                row[f"{short}_{tag}"] = ev.dice(labels, truth.array, c)
+            row[f"pred_{tag}"] = ev.fc_thccab(truth, labels)
         rows.append(row)
         print(f"{name}: FC Dice {row['fc_before']:.3f} -> {row['fc_after']:.3f}, PC {row['pc_before']:.3f} -> "
-              f"{row['pc_after']:.3f}, ThCcAB error {row['err_before']:+.3f} -> {row['err_after']:+.3f} mm", flush=True)
-    true = np.array([r["true"] for r in rows])
+              f"{row['pc_after']:.3f}, ThCcAB error {row['pred_before'] - true_mm:+.3f} -> "
+              f"{row['pred_after'] - true_mm:+.3f} mm", flush=True)
     for tag in ("before", "after"):
-        err = np.array([r[f"err_{tag}"] for r in rows])
-        fit = np.polyfit(true, true + err, 1)[0] if len(rows) > 1 else float("nan")
-        r = np.corrcoef(true, true + err)[0, 1] if len(rows) > 1 else float("nan")
-        print(f"{tag}: Dice FC {np.mean([r_[f'fc_{tag}'] for r_ in rows]):.4f} TC "
-              f"{np.mean([r_[f'tc_{tag}'] for r_ in rows]):.4f} PC {np.mean([r_[f'pc_{tag}'] for r_ in rows]):.4f}; "
-              f"ThCcAB |error| mean {np.nanmean(np.abs(err)):.3f} median {np.nanmedian(np.abs(err)):.3f} mm, "
-              f"{int((np.abs(err) <= 0.1).sum())}/{len(rows)} within 0.1 mm, bias {np.nanmean(err):+.3f} mm, "
-              f"slope {fit:.2f}, r {r:.2f}")
+        t = ev.thickness_agreement([r["true"] for r in rows], [r[f"pred_{tag}"] for r in rows])
+        err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
+        print(f"{tag}: Dice FC {np.mean([r[f'fc_{tag}'] for r in rows]):.4f} TC "
+              f"{np.mean([r[f'tc_{tag}'] for r in rows]):.4f} PC {np.mean([r[f'pc_{tag}'] for r in rows]):.4f}; "
+              f"ThCcAB |error| mean {err['mean']:.3f} median {err['median']:.3f} mm, "
+              f"{err['within_0.1mm']}/{err['n']} within 0.1 mm, bias {fit.get('bias_mm', float('nan')):+.3f} mm, "
+              f"slope {fit.get('slope', float('nan')):.2f}, r {fit.get('r', float('nan')):.2f}")
 
 
 def main() -> None:
