@@ -52,11 +52,12 @@ def main() -> None:
     result = {"shape": list(image.spatial_shape), "device": str(device), "threads": args.threads,
               "cpu": platform.processor() or platform.machine(), "runs_s": [round(t, 2) for t in times],
               "median_s": round(statistics.median(times), 2), "parts_last_run_s": parts[-1],
-              "working_shape": res.info["working_shape"], "model_sha256": bundle.sha256}
+              "working_shape": res.info["working_shape"], "test_time_mirrors": res.info["test_time_mirrors"],
+              "overlap": bundle.overlap, "model_sha256": bundle.sha256}
     print(f"{'volume':<16}{'device':<8}{'threads':<9}{'median s':<10}runs")
     print(f"{'x'.join(map(str, image.spatial_shape)):<16}{device!s:<8}{args.threads:<9}{result['median_s']:<10}"
           f"{result['runs_s']}")
-    print(f"parts (last run): {parts[-1]}")
+    print(f"parts (last run): {parts[-1]}; overlap {bundle.overlap}, test-time mirrors {result['test_time_mirrors']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -37,6 +37,9 @@ class Bundle:
     num_classes: int
     labels: dict[int, str]
     postprocessing: dict[str, Any] = field(default_factory=dict)
+    #: extra network passes, each on the input mirrored along these working-grid (R, A, S) axes; their softmax is
+    #: mirrored back and averaged with the plain pass (only mirrors the training data also holds make sense)
+    test_time_mirrors: tuple[tuple[int, ...], ...] = ()
 
     @property
     def version(self) -> str:
@@ -107,9 +110,23 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
                          hint="configs/inference.json and the weights come from different exports") from None
     network.float().eval()
     cfg = parser.config
+    mirrors = _test_time_mirrors(cfg.get("test_time_mirrors", []), root)
     labels = {int(k): str(v) for k, v in cfg.get("labels", {}).items()}
     return Bundle(path=root, metadata=metadata, config=parser, network=network, sha256=actual,
                   working_spacing_mm=float(cfg["working_spacing_mm"]),
                   roi_size=tuple(int(r) for r in cfg["roi_size"]), overlap=float(cfg.get("overlap", 0.25)),
                   sw_batch_size=int(cfg.get("sw_batch_size", 1)), num_classes=int(parser.get_parsed_content(
-                      "num_classes")), labels=labels, postprocessing=dict(cfg.get("postprocessing", {})))
+                      "num_classes")), labels=labels, postprocessing=dict(cfg.get("postprocessing", {})),
+                  test_time_mirrors=mirrors)
+
+
+def _test_time_mirrors(value: Any, root: Path) -> tuple[tuple[int, ...], ...]:
+    """``[[0], ...]`` -> ((0,), ...): each entry one extra pass mirrored along those RAS axes (0 = R, 1 = A, 2 = S)."""
+    try:
+        mirrors = tuple(tuple(sorted({int(axis) for axis in entry})) for entry in value)
+    except (TypeError, ValueError):
+        mirrors = None
+    if mirrors is None or any(not entry or any(a not in (0, 1, 2) for a in entry) for entry in mirrors):
+        raise ModelError(f"configs/inference.json test_time_mirrors must be a list of axis lists from 0, 1, 2; "
+                         f"got {value!r}", path=root, hint='e.g. "test_time_mirrors": [[0]] (left/right)')
+    return mirrors

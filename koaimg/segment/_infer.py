@@ -49,6 +49,17 @@ def _channel_argmax(channels: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+def _softmax_pass(inferer, net: torch.nn.Module, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """One sliding-window pass over ``x`` (1, 1, R, A, S): class probabilities (C, R, A, S), float32 on the CPU;
+    float16 autocast on CUDA."""
+    if dev.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits = inferer(x, net)
+    else:
+        logits = inferer(x, net)
+    return torch.softmax(logits.float(), dim=1)[0]
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
     name = str(device).lower()
@@ -105,12 +116,12 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
     inferer = b.inferer(sw_device=dev, device=torch.device("cpu"))
     with torch.inference_mode(), _warnings.catch_warnings():
         _warnings.simplefilter("ignore", category=UserWarning)  # MONAI/torch advisories inside the inferer
-        if dev.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                logits = inferer(x, net)
-        else:
-            logits = inferer(x, net)
-        prob = torch.softmax(logits.float(), dim=1)[0]
+        prob = _softmax_pass(inferer, net, x, dev)
+        for axes in b.test_time_mirrors:
+            dims = [2 + a for a in axes]
+            prob += _softmax_pass(inferer, net, x.flip(dims), dev).flip([d - 1 for d in dims])
+        if b.test_time_mirrors:
+            prob /= 1 + len(b.test_time_mirrors)
     b.network.to("cpu")
     t2 = time.perf_counter()
     shape = volume.spatial_shape
@@ -134,6 +145,7 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
     meta = volume.meta.replace(modality=Modality.SEG)
     info = {"bundle": str(b.path), "bundle_version": b.version, "model_sha256": b.sha256, "device": str(dev),
             "working_spacing_mm": [round(float(s), 4) for s in grid.spacing], "working_shape": list(grid.shape),
+            "test_time_mirrors": [list(m) for m in b.test_time_mirrors],
             "seconds": {"preprocess": round(t1 - t0, 3), "network": round(t2 - t1, 3),
                         "to_native": round(t3 - t2, 3), "total": round(time.perf_counter() - t0, 3)}}
     return SegmentationResult(LabelVolume(labels, volume.affine, meta), probs, found, info)
