@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,6 @@ def test_channel_argmax_is_argmax_ties_included() -> None:
 
 
 def _with_mirrors(bundle_dir: Path, mirrors) -> Path:
-    import json
-
     path = bundle_dir / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
     cfg["test_time_mirrors"] = mirrors
