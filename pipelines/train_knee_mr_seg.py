@@ -177,7 +177,8 @@ def draw_batch(step: int, args: argparse.Namespace, real: LabelSource, pool: Poo
             img, lab = training_pair(src, rng, patch=args.patch, spacing_mm=args.spacing,
                                      cartilage_focus=args.cartilage_focus, anywhere=args.anywhere,
                                      thickness_change=args.thickness_change,
-                                     cartilage_fluid_gap=args.cartilage_fluid_gap)
+                                     cartilage_fluid_gap=args.cartilage_fluid_gap,
+                                     scale_jitter=args.scale_jitter)
         xs.append(img)
         ys.append(lab)
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys).astype(np.int64))[:, None]
@@ -347,7 +348,7 @@ def train(args: argparse.Namespace) -> None:
         ck = torch.load(args.init, map_location="cpu", weights_only=False)
         net.load_state_dict(ck["model"])
         step, seconds = int(ck["step"]), float(ck.get("train_seconds", 0.0))
-        best = float(ck["val_mean"]) if ck.get("val_kind", "patches8x96") == kind else -1.0
+        best = float(ck.get("val_mean", -1.0)) if ck.get("val_kind", "patches8x96") == kind else -1.0
         rendered_from = ck.get("rendered_from") or (
             torch.load(last, map_location="cpu", weights_only=False).get("rendered_from") if last.exists() else None)
         log({"event": "init_from_checkpoint", "checkpoint": str(args.init), "step": step, "best": best,
@@ -568,6 +569,9 @@ def main() -> None:
     ap.add_argument("--cartilage-fluid-gap", type=float, default=0.0,
                     help="least cartilage-fluid difference of class means, fraction of the brightest (0: independent);"
                          " equal means hide the articular surface and teach a thickness prior")
+    ap.add_argument("--scale-jitter", type=float, default=0.1,
+                    help="label-map patches are rendered at the working spacing times 1 +- this, per axis: the "
+                         "network sees anatomy larger or smaller and cartilage of more thicknesses in voxels")
     ap.add_argument("--pool-start", type=int, default=6)
     ap.add_argument("--pool-every", type=int, default=100)
     ap.add_argument("--pool-max", type=int, default=90)

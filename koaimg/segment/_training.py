@@ -168,12 +168,15 @@ def rendered_pair(source: RenderedSource, rng: np.random.Generator, *, patch: in
 
 
 def training_spec(patch: int, spacing_mm: float, centre: str = "anatomy",
-                  cartilage_fluid_gap: float = 0.0) -> RandomisationSpec:
-    """Randomisation for patches rendered directly near the working grid (±10 % scale jitter).
+                  cartilage_fluid_gap: float = 0.0, scale_jitter: float = 0.1) -> RandomisationSpec:
+    """Randomisation for patches rendered directly near the working grid (voxel size within ±``scale_jitter`` of it,
+    per axis: the network sees the anatomy that much larger or smaller).
 
     Muscle may be plain (no fat septa): a model that only ever saw septa in muscle learns "plain = bone" and labels
     homogeneous soft tissue as femur (seen on the procedural test knees)."""
-    lo, hi = 0.9 * spacing_mm, 1.1 * spacing_mm
+    if not 0.0 <= scale_jitter < 1.0:
+        raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
+    lo, hi = (1.0 - scale_jitter) * spacing_mm, (1.0 + scale_jitter) * spacing_mm
     return RandomisationSpec(in_plane_mm=(lo, hi), slice_mm=(lo, hi), patch_size=(patch, patch, patch),
                              blur_fwhm_mm=(0.0, 0.6), noise_sigma=(0.005, 0.08), rotation_deg=15.0,
                              septa_fraction=(0.0, 0.15), patch_centre=centre,
@@ -222,14 +225,16 @@ def vary_cartilage_thickness(labels: LabelVolume, rng: np.random.Generator,
 
 def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int = 80, spacing_mm: float = 0.6,
                   cartilage_focus: float = 0.75, anywhere: float = 0.0,
-                  thickness_change: float = 0.0, cartilage_fluid_gap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  thickness_change: float = 0.0, cartilage_fluid_gap: float = 0.0,
+                  scale_jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """One (image, target) patch, both (P, P, P) with axes R, A, S; image normalised, target in 0..6.
 
     With probability ``anywhere`` the patch is centred anywhere in the whole map (far soft tissue, air, the field of
     view's edge: where an under-trained model invents bone), else on cartilage / labelled anatomy of a crop. With
     probability ``thickness_change`` the cartilage of the map is first made thinner or thicker
     (:func:`vary_cartilage_thickness`; no draw at 0, so validation samples stay as they were). ``cartilage_fluid_gap``
-    keeps the two apart in contrast (:class:`koaimg.synth.RandomisationSpec`; validation keeps 0)."""
+    keeps the two apart in contrast (:class:`koaimg.synth.RandomisationSpec`; validation keeps 0); ``scale_jitter``
+    is :func:`training_spec`'s (validation keeps 0.1)."""
     if anywhere > 0 and rng.random() < anywhere:
         sub, centre = source.labels, "uniform"  # the whole map, so the soft-tissue shells follow all the anatomy
     else:
@@ -237,7 +242,8 @@ def training_pair(source: LabelSource, rng: np.random.Generator, *, patch: int =
     if thickness_change > 0 and rng.random() < thickness_change:
         sub = vary_cartilage_thickness(sub, rng)
     img, lab = network_arrays(*synthesize_from_labels(sub, rng=rng, spec=training_spec(patch, spacing_mm, centre,
-                                                                                      cartilage_fluid_gap)))
+                                                                                      cartilage_fluid_gap,
+                                                                                      scale_jitter)))
     img = normalise_intensity(augment_patch(img, rng, spacing_mm))
     # a patch's percentiles are not the whole volume's (inference normalises the whole field of view): jitter them
     img = img * np.float32(np.exp(rng.normal(0.0, 0.15))) + np.float32(rng.normal(0.0, 0.05))

@@ -17,6 +17,7 @@ from koaimg.segment._training import (
     rendered_phantom,
     surface_weighted_ce,
     training_pair,
+    training_spec,
     vary_cartilage_thickness,
 )
 from koaimg.synth import Acquisition
@@ -138,6 +139,19 @@ def test_thickness_change_is_off_by_default_so_validation_samples_stay_as_they_w
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     c = training_pair(source, np.random.default_rng(3), patch=16, spacing_mm=0.6, thickness_change=1.0)
     assert c[0].shape == (16, 16, 16)
+
+
+def test_scale_jitter_sets_the_voxel_size_range_and_defaults_to_the_old_ten_percent():
+    wide = training_spec(16, 0.6, scale_jitter=0.25)
+    assert wide.in_plane_mm == pytest.approx((0.45, 0.75)) and wide.slice_mm == pytest.approx((0.45, 0.75))
+    assert training_spec(16, 0.6).in_plane_mm == pytest.approx((0.54, 0.66))
+    source = _source()
+    a = training_pair(source, np.random.default_rng(5), patch=16, spacing_mm=0.6)
+    b = training_pair(source, np.random.default_rng(5), patch=16, spacing_mm=0.6, scale_jitter=0.1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), "the default keeps earlier sample streams"
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="scale_jitter"):
+            training_spec(16, 0.6, scale_jitter=bad)
 
 
 def _slab_target() -> torch.Tensor:
