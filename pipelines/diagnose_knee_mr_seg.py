@@ -4,6 +4,7 @@
     python pipelines/diagnose_knee_mr_seg.py false-cartilage [--bundle DIR] [--case woo0_dess_sag_0.37x0.7]
     python pipelines/diagnose_knee_mr_seg.py peel [--bundle DIR] [--case NAME ...]
     python pipelines/diagnose_knee_mr_seg.py seams [--bundle DIR] [--case NAME ...]
+    python pipelines/diagnose_knee_mr_seg.py clair-spread --checkpoints A.pt B.pt ... [--bundle DIR]
 
 ``overlap``: the share of randomised contrast draws (the training renderer's own ``_class_means``, default
 ``RandomisationSpec``) in which femoral cartilage and fluid means lie within 0.05-0.2 of the brightest mean, per
@@ -14,8 +15,10 @@ distance-to-predicted-femur rule would remove. ``peel``: an experiment, not part
 articular voxels peeled by image intensity (``articular_peel``), per case and over the 22 cases, Dice and femoral
 ThCcAB error before and after. ``seams``: on the working grid, the network's error rate by how central the most
 central sliding window holding a voxel is (voxels from its faces), with the bundle's overlap and with 0.125, one pass,
-no mirror: whether the errors that more overlap removed sat in the seams between windows. Figures quoted in the
-bundle docs come from here.
+no mirror: whether the errors that more overlap removed sat in the seams between windows. ``clair-spread``: the CLAIR
+Dice of each training checkpoint given (its float32 weights in the bundle's network, the bundle's inference settings),
+then their spread: how far neighbouring snapshots of one run differ on the one real labelled image, i.e. how large a
+CLAIR difference between two candidates must be to mean anything. Figures quoted in the bundle docs come from here.
 """
 
 from __future__ import annotations
@@ -199,14 +202,38 @@ def seams(bundle_dir: Path | None, cases: list[str]) -> None:
               + f"; all {c[:, 0].sum() / c[:, 1].sum():.4f}")
 
 
+def clair_spread(bundle_dir: Path | None, checkpoints: list[Path]) -> None:
+    import torch
+
+    if not checkpoints:
+        raise SystemExit("clair-spread: give the training checkpoints with --checkpoints A.pt B.pt ...")
+    bundle = load_bundle(bundle_dir or ev.REPO / "models" / "knee_mr_seg")
+    image, truth = ev.clair_volume()
+    names = ev.NAMES[:4]
+    rows = []
+    for path in checkpoints:
+        bundle.network.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        pred = segment_volume(image, bundle=bundle, device="cpu").labels.array
+        rows.append([ev.dice(pred, truth.array, int(s)) for s in ev.STRUCTS[:4]])
+        print(f"{path.name}: " + " ".join(f"{n}={d:.3f}" for n, d in zip(names, rows[-1], strict=True)), flush=True)
+    a = np.array(rows)
+    step = np.abs(np.diff(a, axis=0)) if len(a) > 1 else np.zeros((1, a.shape[1]))
+    for j, n in enumerate(names):
+        print(f"{n}: mean {a[:, j].mean():.3f}, SD {a[:, j].std(ddof=1) if len(a) > 1 else 0.0:.3f}, "
+              f"range {a[:, j].min():.3f}-{a[:, j].max():.3f}, median change between neighbours "
+              f"{np.median(step[:, j]):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams"])
+    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams", "clair-spread"])
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--case", nargs="+", default=None,
                     help="false-cartilage: one case (default woo0_dess_sag_0.37x0.7); peel, seams: these cases "
                          "(default all)")
+    ap.add_argument("--checkpoints", type=Path, nargs="+", default=None,
+                    help="clair-spread: training checkpoints (OUT/validated/step_*.pt), in step order")
     args = ap.parse_args()
     if args.command == "overlap":
         overlap(args.draws)
@@ -214,6 +241,8 @@ def main() -> None:
         peel(args.bundle, args.case or [])
     elif args.command == "seams":
         seams(args.bundle, args.case or [])
+    elif args.command == "clair-spread":
+        clair_spread(args.bundle, args.checkpoints or [])
     else:
         false_cartilage(args.bundle, (args.case or ["woo0_dess_sag_0.37x0.7"])[0])
 
