@@ -149,6 +149,8 @@ def test_scale_jitter_sets_the_voxel_size_range_and_defaults_to_the_old_ten_perc
     a = training_pair(source, np.random.default_rng(5), patch=16, spacing_mm=0.6)
     b = training_pair(source, np.random.default_rng(5), patch=16, spacing_mm=0.6, scale_jitter=0.1)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), "the default keeps earlier sample streams"
+    c = training_pair(source, np.random.default_rng(5), patch=16, spacing_mm=0.6, scale_jitter=0.25)
+    assert not np.array_equal(a[0], c[0]), "the jitter reaches the renderer: the same draw gives another patch"
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="scale_jitter"):
             training_spec(16, 0.6, scale_jitter=bad)
