@@ -13,6 +13,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from ..core import ModelError
+from ._refine import ArticularRefinement
 
 __all__ = ["DEFAULT_BUNDLE", "Bundle", "load_bundle"]
 
@@ -40,6 +41,8 @@ class Bundle:
     #: extra network passes, each on the input mirrored along these working-grid (R, A, S) axes; their softmax is
     #: mirrored back and averaged with the plain pass (only mirrors the training data also holds make sense)
     test_time_mirrors: tuple[tuple[int, ...], ...] = ()
+    #: image-driven move of each plate's articular surface after clean-up (None: off)
+    articular_refinement: ArticularRefinement | None = None
 
     @property
     def version(self) -> str:
@@ -112,12 +115,14 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     cfg = parser.config
     mirrors = _test_time_mirrors(cfg.get("test_time_mirrors", []), root)
     labels = {int(k): str(v) for k, v in cfg.get("labels", {}).items()}
+    postprocessing = dict(cfg.get("postprocessing", {}))
+    refinement = ArticularRefinement.from_config(postprocessing.get("articular_refinement"), path=root)
     return Bundle(path=root, metadata=metadata, config=parser, network=network, sha256=actual,
                   working_spacing_mm=float(cfg["working_spacing_mm"]),
                   roi_size=tuple(int(r) for r in cfg["roi_size"]), overlap=float(cfg.get("overlap", 0.25)),
                   sw_batch_size=int(cfg.get("sw_batch_size", 1)), num_classes=int(parser.get_parsed_content(
-                      "num_classes")), labels=labels, postprocessing=dict(cfg.get("postprocessing", {})),
-                  test_time_mirrors=mirrors)
+                      "num_classes")), labels=labels, postprocessing=postprocessing,
+                  test_time_mirrors=mirrors, articular_refinement=refinement)
 
 
 def _test_time_mirrors(value: Any, root: Path) -> tuple[tuple[int, ...], ...]:

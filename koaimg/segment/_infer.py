@@ -1,24 +1,26 @@
 """``segment_volume``: a knee MR Volume in, a LabelVolume on the same native grid out.
 
 Steps: exact reorientation to RAS -> resampling to the bundle's isotropic working grid -> intensity normalisation ->
-sliding-window softmax -> probabilities sampled back at every native voxel centre -> argmax -> clean-up. Labels are
-never interpolated; the only interpolations are of the image (forward) and of smooth probabilities (back).
+sliding-window softmax -> probabilities sampled back at every native voxel centre -> argmax -> clean-up -> (when the
+bundle asks for it) an image-driven move of each cartilage plate's articular surface. Labels are never interpolated;
+the only interpolations are of the image (forward) and of smooth probabilities (back).
 """
 
 from __future__ import annotations
 
 import warnings as _warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core import LabelVolume, Modality, ModelError, Structure, Volume
+from ..core import CARTILAGE_ON_BONE, LabelVolume, Modality, ModelError, Structure, Volume
 from ._bundle import Bundle, load_bundle
 from ._geometry import WorkingGrid
 from ._intensity import normalise_intensity
 from ._postprocess import clean_labels, field_of_view_warnings
+from ._refine import refine_articular_surfaces
 
 __all__ = ["SegmentationResult", "resolve_device", "segment_volume"]
 
@@ -127,11 +129,18 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
     shape = volume.spatial_shape
     labels = np.empty(shape, dtype=np.uint8)
     probs = {s: np.empty(shape, dtype=np.float32) for s in STRUCTURES} if probabilities else None
+    refinement = b.articular_refinement
+    # the refinement needs the cartilage probabilities even when the caller does not ask for them
+    cartilage_p = ({int(c): np.empty(shape, dtype=np.float32) for c in CARTILAGE_ON_BONE}
+                   if refinement is not None and probs is None else None)
     for k0, k1, slab in grid.native_slabs(prob):
         labels[:, :, k0:k1] = _channel_argmax(slab).numpy()
         if probs is not None:
             for s in STRUCTURES:
                 probs[s][:, :, k0:k1] = slab[int(s)].numpy()
+        if cartilage_p is not None:
+            for c in cartilage_p:
+                cartilage_p[c][:, :, k0:k1] = slab[c].numpy()
     t3 = time.perf_counter()
     found = field_of_view_warnings(labels, volume.affine, raw)
     status = str(b.metadata.get("koaimg_status", ""))
@@ -140,12 +149,20 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
         found = [f"segmentation model {b.version}: {status}", *found]
     if b.postprocessing.get("keep_largest_component", True):
         labels = clean_labels(labels, volume.voxel_volume_mm3 / 1000.0)
+    t4 = time.perf_counter()
+    if refinement is not None and labels.any():
+        if cartilage_p is None:
+            cartilage_p = {int(c): probs[c] for c in CARTILAGE_ON_BONE}
+        labels = refine_articular_surfaces(raw, labels, cartilage_p, volume.spacing, refinement)
+    del cartilage_p
     if not labels.any() and not any("empty" in w or "no knee" in w for w in found):
         found.append("the segmentation is empty after clean-up: no structure was found; check the input")
     meta = volume.meta.replace(modality=Modality.SEG)
     info = {"bundle": str(b.path), "bundle_version": b.version, "model_sha256": b.sha256, "device": str(dev),
             "working_spacing_mm": [round(float(s), 4) for s in grid.spacing], "working_shape": list(grid.shape),
             "test_time_mirrors": [list(m) for m in b.test_time_mirrors],
+            "articular_refinement": None if refinement is None else asdict(refinement),
             "seconds": {"preprocess": round(t1 - t0, 3), "network": round(t2 - t1, 3),
-                        "to_native": round(t3 - t2, 3), "total": round(time.perf_counter() - t0, 3)}}
+                        "to_native": round(t3 - t2, 3), "refinement": round(time.perf_counter() - t4, 3),
+                        "total": round(time.perf_counter() - t0, 3)}}
     return SegmentationResult(LabelVolume(labels, volume.affine, meta), probs, found, info)
