@@ -128,7 +128,7 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
         ref_mean, ref_sd, ref_share = local_mean_sd(x, plate & deep, size)
         shell = background & (p < s.outside_max_p) & (outside <= s.outside_mm)
         out_mean, _, out_share = local_mean_sd(x, shell, size)
-        sd = np.maximum(ref_sd, 1e-6)
+        sd = np.maximum(ref_sd, 1e-3 * np.abs(ref_mean) + 1e-6)  # below 0.1 % of the level is rounding
         with np.errstate(invalid="ignore"):
             judged = (ref_share > 0.02) & (out_share > 0.02) & (np.abs(out_mean - ref_mean) > s.contrast_sd * sd)
             nearer_outside = np.abs(x - out_mean) < np.abs(x - ref_mean)

@@ -1,0 +1,113 @@
+"""The articular-surface refinement: grows a plate the network left thin, peels a fluid film it took for cartilage,
+leaves plates alone where the image has no contrast, never moves a bone, and refuses malformed settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from koaimg.core import ModelError
+from koaimg.segment import load_bundle, segment_volume
+from koaimg.segment._refine import ArticularRefinement, refine_articular_surfaces
+
+SPACING = np.array([0.5, 0.5, 0.5])
+BONE_TOP, CARTILAGE_TOP = 15, 21  # femur below z=15, true cartilage z=15..20 (3 mm), outside from z=21
+
+
+def _column(values: dict[tuple[int, int], float], shape=(20, 20, 40)) -> np.ndarray:
+    """A volume whose value depends on z only: {(z0, z1): value}."""
+    out = np.zeros(shape, np.float32)
+    for (z0, z1), v in values.items():
+        out[:, :, z0:z1] = v
+    return out
+
+
+def _plate_top(labels: np.ndarray) -> set[int]:
+    """The first z above the femoral plate in every column (one value when the surface is flat)."""
+    plate = labels == 2
+    return set(np.unique(plate.shape[2] - np.argmax(plate[:, :, ::-1], axis=2)))
+
+
+def test_a_plate_left_thin_grows_to_the_image_edge_and_no_further() -> None:
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, 18): 2}).astype(np.uint8)  # network: 1.5 mm of 3 mm
+    p = _column({(BONE_TOP, 18): 0.9, (18, 22): 0.3, (22, 40): 0.02})  # unsure beyond its plate, even past the edge
+    wide = ArticularRefinement(outside_mm=3.0)  # the outside reference lies beyond the network's doubt
+    out = refine_articular_surfaces(image, labels, {2: p}, SPACING, wide)
+    assert _plate_top(out) == {CARTILAGE_TOP}
+    assert np.array_equal(out == 1, labels == 1)
+
+
+def test_a_fluid_film_read_as_cartilage_is_peeled_back_to_the_plate() -> None:
+    # 2 mm of cartilage, then fluid; the network took 1 mm of the fluid for cartilage. (The surface must lie within
+    # half a window, 2 mm, of the plate's deep layer, or the peel has no plate level to compare with.)
+    top = BONE_TOP + 4
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, top): 0.6, (top, 24): 1.0, (24, 40): 0.3})
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, top + 2): 2}).astype(np.uint8)
+    p = _column({(BONE_TOP, top + 2): 0.9, (top + 2, 40): 0.02})
+    out = refine_articular_surfaces(image, labels, {2: p}, SPACING)
+    assert _plate_top(out) == {top}
+    assert np.array_equal(out == 1, labels == 1)
+
+
+def test_noisy_image_moves_the_surface_to_within_a_voxel() -> None:
+    rng = np.random.default_rng(0)
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
+    image += rng.normal(0, 0.03, image.shape).astype(np.float32)
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, 18): 2}).astype(np.uint8)
+    p = _column({(BONE_TOP, 18): 0.9, (18, 22): 0.3, (22, 40): 0.02})
+    out = refine_articular_surfaces(image, labels, {2: p}, SPACING, ArticularRefinement(outside_mm=3.0))
+    grown = (out == 2).sum(axis=2) - (labels == 2).sum(axis=2)
+    assert np.median(grown) == CARTILAGE_TOP - 18
+    assert grown.max() <= CARTILAGE_TOP - 18  # nothing past the edge, where the image is dark
+    assert np.mean(np.abs(grown - (CARTILAGE_TOP - 18))) < 0.2
+
+
+def test_no_contrast_no_change_and_zero_layers_no_change() -> None:
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, 40): 0.6})  # plate and outside alike: nothing to judge by
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, 18): 2}).astype(np.uint8)
+    p = _column({(BONE_TOP, 18): 0.9, (18, 22): 0.3, (22, 40): 0.02})
+    wide = ArticularRefinement(outside_mm=3.0)
+    assert np.array_equal(refine_articular_surfaces(image, labels, {2: p}, SPACING, wide), labels)
+    edge = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
+    off = ArticularRefinement(outside_mm=3.0, layers=0)
+    assert np.array_equal(refine_articular_surfaces(edge, labels, {2: p}, SPACING, off), labels)
+
+
+def test_settings_from_the_config() -> None:
+    assert ArticularRefinement.from_config(None) is None
+    assert ArticularRefinement.from_config(False) is None
+    assert ArticularRefinement.from_config(True) == ArticularRefinement()
+    s = ArticularRefinement.from_config({"layers": 2, "reference_depth_mm": [0.3, 1.0]})
+    assert s.layers == 2 and s.reference_depth_mm == (0.3, 1.0)
+
+
+@pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
+                                 {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, [4]])
+def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
+    path = tiny_bundle / "configs" / "inference.json"
+    cfg = json.loads(path.read_text())
+    cfg["postprocessing"]["articular_refinement"] = bad
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="articular_refinement") as err:
+        load_bundle(tiny_bundle)
+    assert str(tiny_bundle) in str(err.value)
+
+
+def test_segment_volume_records_the_refinement_and_it_can_be_switched_off(tiny_bundle: Path, small_phantom) -> None:
+    on = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
+    assert on.info["articular_refinement"] == asdict(load_bundle(tiny_bundle).articular_refinement)
+    assert on.info["seconds"]["refinement"] >= 0
+    path = tiny_bundle / "configs" / "inference.json"
+    cfg = json.loads(path.read_text())
+    cfg["postprocessing"]["articular_refinement"] = False
+    path.write_text(json.dumps(cfg))
+    off = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
+    assert off.info["articular_refinement"] is None
+    # the refinement only moves cartilage against background: bones are the same either way
+    for bone in (1, 3, 5):
+        assert np.array_equal(on.labels.array == bone, off.labels.array == bone)
