@@ -5,6 +5,7 @@
     python pipelines/diagnose_knee_mr_seg.py peel [--bundle DIR] [--case NAME ...]
     python pipelines/diagnose_knee_mr_seg.py seams [--bundle DIR] [--case NAME ...]
     python pipelines/diagnose_knee_mr_seg.py clair-spread --checkpoints A.pt B.pt ... [--bundle DIR]
+    python pipelines/diagnose_knee_mr_seg.py refinement [--bundle DIR] [--case NAME ...] [--settings JSON ...]
 
 ``overlap``: the share of randomised contrast draws (the training renderer's own ``_class_means``, default
 ``RandomisationSpec``) in which femoral cartilage and fluid means lie within 0.05-0.2 of the brightest mean, per
@@ -18,7 +19,11 @@ central sliding window holding a voxel is (voxels from its faces), with the bund
 no mirror: whether the errors that more overlap removed sat in the seams between windows. ``clair-spread``: the CLAIR
 Dice of each training checkpoint given (its float32 weights in the bundle's network, the bundle's inference settings),
 then their spread: how far neighbouring snapshots of one run differ on the one real labelled image, i.e. how large a
-CLAIR difference between two candidates must be to mean anything. Figures quoted in the bundle docs come from here.
+CLAIR difference between two candidates must be to mean anything. ``refinement``: each synthetic case and CLAIR
+segmented once with the bundle's articular refinement off, then refined with each setting given (JSON objects as in
+``postprocessing.articular_refinement``; default: the bundle's own, peel only, grow only): Dice of the three plates,
+femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output. Figures quoted in the
+bundle docs come from here.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_knee_mr_seg as ev  # the evaluation's case generators: the same cases
 
-from koaimg.core import Structure
+from koaimg.core import CARTILAGE_ON_BONE, Structure
 from koaimg.segment import WorkingGrid, load_bundle, normalise_intensity, segment_volume
+from koaimg.segment._refine import ArticularRefinement, local_mean_sd, refine_articular_surfaces
 from koaimg.synth import RandomisationSpec
 from koaimg.synth._from_labels import _FLUID, _class_means
 
@@ -80,16 +86,6 @@ def false_cartilage(bundle_dir: Path | None, case: str) -> None:
               f"({int((removed & (true != FC)).sum())} false), Dice {dice:.3f}")
 
 
-def _local_mean(image: np.ndarray, mask: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Mean and SD of ``image`` over ``mask`` in a ``size`` box around every voxel, and the box's mask share."""
-    m = mask.astype(np.float32)
-    share = ndimage.uniform_filter(m, size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = ndimage.uniform_filter(image * m, size) / share
-        var = ndimage.uniform_filter(image * image * m, size) / share - mean ** 2
-    return mean, np.sqrt(np.clip(var, 0, None)), share
-
-
 def articular_peel(image: np.ndarray, labels: np.ndarray, spacing: np.ndarray, window_mm: float = 4.0,
                    shell_mm: float = 1.5, contrast_sd: float = 2.0, ref_mm: tuple[float, float] = (0.4, 1.2),
                    layers: int = 10) -> np.ndarray:
@@ -111,8 +107,8 @@ def articular_peel(image: np.ndarray, labels: np.ndarray, spacing: np.ndarray, w
             plate, background = o == cartilage, o == 0
             depth = ndimage.distance_transform_edt(o != bone, sampling=spacing)
             outside = ndimage.distance_transform_edt(~plate, sampling=spacing)
-            ref_mean, ref_sd, ref_share = _local_mean(x, plate & (depth > ref_mm[0]) & (depth <= ref_mm[1]), size)
-            out_mean, _, out_share = _local_mean(x, background & (outside > 0) & (outside <= shell_mm), size)
+            ref_mean, ref_sd, ref_share = local_mean_sd(x, plate & (depth > ref_mm[0]) & (depth <= ref_mm[1]), size)
+            out_mean, _, out_share = local_mean_sd(x, background & (outside > 0) & (outside <= shell_mm), size)
             judged = (ref_share > 0.02) & (out_share > 0.02) & (np.abs(out_mean - ref_mean) > contrast_sd * ref_sd)
             facing = plate & ndimage.binary_dilation(background) & judged
             unlike = np.abs(x - ref_mean) > contrast_sd * ref_sd
@@ -224,16 +220,68 @@ def clair_spread(bundle_dir: Path | None, checkpoints: list[Path]) -> None:
               f"{np.median(step[:, j]):.3f}")
 
 
+def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -> None:
+    import json
+    from dataclasses import asdict, replace
+
+    bundle = load_bundle(bundle_dir or ev.REPO / "models" / "knee_mr_seg")
+    shipped = bundle.articular_refinement or ArticularRefinement()
+    if not variants:
+        variants = [json.dumps(asdict(shipped)), json.dumps({**asdict(shipped), "grow": False}),
+                    json.dumps({**asdict(shipped), "peel": False})]
+    settings: list[tuple[str, ArticularRefinement | None]] = [("none", None)]
+    for v in variants:
+        s = ArticularRefinement.from_config(json.loads(v))
+        changed = {k: x for k, x in asdict(s).items() if x != asdict(shipped)[k]}
+        settings.append(("bundle's" if not changed else json.dumps(changed), s))
+    plain = replace(bundle, articular_refinement=None)
+    rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
+    clair_image, clair_truth = ev.clair_volume()
+    synthetic = itertools.chain(ev.phantom_cases(False), ev.woo_cases(False))
+    for name, image, truth in itertools.chain(synthetic, [("clair", clair_image, clair_truth)]):
+        if cases and name not in cases:
+            continue
+        res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
+        cart_p = {int(c): res.probabilities[c] for c in CARTILAGE_ON_BONE}
+        true_mm = ev.fc_thccab(truth, truth.array) if name != "clair" else float("nan")
+        for tag, s in settings:
+            labels = res.labels.array if s is None else refine_articular_surfaces(
+                np.asarray(image.array, np.float32), res.labels.array, cart_p, image.spacing, s)
+            row = {"case": name, "true": true_mm, **{c: ev.dice(labels, truth.array, c) for c in range(1, 7)}}
+            row["pred"] = ev.fc_thccab(truth, labels) if name != "clair" else float("nan")
+            rows[tag].append(row)
+            print(f"{name} [{tag}]: FC {row[2]:.3f} TC {row[4]:.3f} PC {row[6]:.3f} ThCcAB error "
+                  f"{row['pred'] - true_mm:+.3f} mm", flush=True)
+    for tag, _ in settings:
+        syn = [r for r in rows[tag] if r["case"] != "clair"]
+        line = f"[{tag}]"
+        if syn:
+            t = ev.thickness_agreement([r["true"] for r in syn], [r["pred"] for r in syn])
+            err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
+            line += (f" {len(syn)} synthetic: Dice FC {np.mean([r[2] for r in syn]):.4f} TC "
+                     f"{np.mean([r[4] for r in syn]):.4f} PC {np.mean([r[6] for r in syn]):.4f}; ThCcAB |error| mean "
+                     f"{err['mean']:.3f} median {err['median']:.3f} mm, "
+                     f"{err['within_0.1mm']}/{err['n']} within 0.1 mm, "
+                     f"bias {fit.get('bias_mm', float('nan')):+.3f} mm, slope {fit.get('slope', float('nan')):.2f}, "
+                     f"r {fit.get('r', float('nan')):.2f}.")
+        for r in rows[tag]:
+            if r["case"] == "clair":
+                line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
+        print(line, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams", "clair-spread"])
+    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams", "clair-spread", "refinement"])
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--case", nargs="+", default=None,
-                    help="false-cartilage: one case (default woo0_dess_sag_0.37x0.7); peel, seams: these cases "
-                         "(default all)")
+                    help="false-cartilage: one case (default woo0_dess_sag_0.37x0.7); peel, seams, refinement: "
+                         "these cases (default all; refinement: 'clair' too)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", default=None,
                     help="clair-spread: training checkpoints (OUT/validated/step_*.pt), in step order")
+    ap.add_argument("--settings", nargs="+", default=None,
+                    help="refinement: JSON settings to compare (default: the bundle's, peel only, grow only)")
     args = ap.parse_args()
     if args.command == "overlap":
         overlap(args.draws)
@@ -241,6 +289,8 @@ def main() -> None:
         peel(args.bundle, args.case or [])
     elif args.command == "seams":
         seams(args.bundle, args.case or [])
+    elif args.command == "refinement":
+        refinement(args.bundle, args.case or [], args.settings or [])
     elif args.command == "clair-spread":
         clair_spread(args.bundle, args.checkpoints or [])
     else:

@@ -42,6 +42,9 @@ class ArticularRefinement:
     grow_min_p: float = 0.1
     #: at most this many voxel layers moved (each way)
     layers: int = 4
+    #: which moves are made (both in the shipped bundle; one alone is for studies)
+    peel: bool = True
+    grow: bool = True
 
     @classmethod
     def from_config(cls, value: Any, path: Path | None = None) -> ArticularRefinement | None:
@@ -61,7 +64,8 @@ class ArticularRefinement:
             s = cls(**kw)
             ok = (s.window_mm > 0 and 0 <= s.reference_depth_mm[0] < s.reference_depth_mm[1] and s.outside_mm > 0
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
-                  and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2)
+                  and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2
+                  and isinstance(s.peel, bool) and isinstance(s.grow, bool))
         except (TypeError, ValueError):
             ok = False
         if not ok:
@@ -134,9 +138,11 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
             nearer_outside = np.abs(x - out_mean) < np.abs(x - ref_mean)
             like_plate = np.abs(x - ref_mean) <= s.contrast_sd * sd
         peel = plate & ndimage.binary_dilation(background) & judged & nearer_outside & ~like_plate
-        o[peel] = 0
+        if s.peel:
+            o[peel] = 0
         grow = background & ndimage.binary_dilation(o == c) & judged & (p >= s.grow_min_p) & ~nearer_outside \
             & like_plate
-        o[grow] = c
-        if not peel.any() and not grow.any():
+        if s.grow:
+            o[grow] = c
+        if not (s.peel and peel.any()) and not (s.grow and grow.any()):
             break

@@ -40,6 +40,8 @@ def test_a_plate_left_thin_grows_to_the_image_edge_and_no_further() -> None:
     out = refine_articular_surfaces(image, labels, {2: p}, SPACING, wide)
     assert _plate_top(out) == {CARTILAGE_TOP}
     assert np.array_equal(out == 1, labels == 1)
+    no_growth = ArticularRefinement(outside_mm=3.0, grow=False)
+    assert np.array_equal(refine_articular_surfaces(image, labels, {2: p}, SPACING, no_growth), labels)
 
 
 def test_a_fluid_film_read_as_cartilage_is_peeled_back_to_the_plate() -> None:
@@ -51,6 +53,8 @@ def test_a_fluid_film_read_as_cartilage_is_peeled_back_to_the_plate() -> None:
     p = _column({(BONE_TOP, top + 2): 0.9, (top + 2, 40): 0.02})
     out = refine_articular_surfaces(image, labels, {2: p}, SPACING)
     assert _plate_top(out) == {top}
+    no_peel = ArticularRefinement(peel=False)
+    assert np.array_equal(refine_articular_surfaces(image, labels, {2: p}, SPACING, no_peel), labels)
     assert np.array_equal(out == 1, labels == 1)
 
 
@@ -87,7 +91,7 @@ def test_settings_from_the_config() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
-                                 {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, [4]])
+                                 {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"}, [4]])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
