@@ -45,6 +45,10 @@ class ArticularRefinement:
     #: which moves are made (both in the shipped bundle; one alone is for studies)
     peel: bool = True
     grow: bool = True
+    #: also peel voxels darker than the plate's level; off, only brighter ones are (the bright fluid film the network
+    #: carries as cartilage in DESS and fat-suppressed PD); darker articular voxels are mostly the plate's own partial
+    #: volume on thick-slice T1, and peeling them thinned those cases (bundle docs)
+    peel_darker: bool = False
 
     @classmethod
     def from_config(cls, value: Any, path: Path | None = None) -> ArticularRefinement | None:
@@ -65,7 +69,7 @@ class ArticularRefinement:
             ok = (s.window_mm > 0 and 0 <= s.reference_depth_mm[0] < s.reference_depth_mm[1] and s.outside_mm > 0
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
                   and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2
-                  and isinstance(s.peel, bool) and isinstance(s.grow, bool))
+                  and all(isinstance(v, bool) for v in (s.peel, s.grow, s.peel_darker)))
         except (TypeError, ValueError):
             ok = False
         if not ok:
@@ -101,9 +105,10 @@ def refine_articular_surfaces(image: np.ndarray, labels: np.ndarray, cartilage_p
     spacing : (3,) voxel size in mm.
 
     Per layer, a plate voxel facing background is peeled where it is more than ``contrast_sd`` SDs from the plate's
-    deep-layer level and nearer the outside level; a background voxel touching the plate, with network probability
-    at least ``grow_min_p``, is added where it is within ``contrast_sd`` SDs of the plate's level and nearer it than
-    the outside level. Nothing is judged where the two levels are closer than ``contrast_sd`` SDs (no usable contrast).
+    deep-layer level, nearer the outside level and (unless ``peel_darker``) brighter than the plate; a background
+    voxel touching the plate, with network probability at least ``grow_min_p``, is added where it is within
+    ``contrast_sd`` SDs of the plate's level and nearer it than the outside level. Nothing is judged where the two
+    levels are closer than ``contrast_sd`` SDs (no usable contrast).
     """
     s = settings or ArticularRefinement()
     if image.shape != labels.shape:
@@ -138,6 +143,8 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
             nearer_outside = np.abs(x - out_mean) < np.abs(x - ref_mean)
             like_plate = np.abs(x - ref_mean) <= s.contrast_sd * sd
         peel = plate & ndimage.binary_dilation(background) & judged & nearer_outside & ~like_plate
+        if not s.peel_darker:
+            peel &= x > ref_mean
         if s.peel:
             o[peel] = 0
         grow = background & ndimage.binary_dilation(o == c) & judged & (p >= s.grow_min_p) & ~nearer_outside \
