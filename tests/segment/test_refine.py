@@ -58,6 +58,16 @@ def test_a_fluid_film_read_as_cartilage_is_peeled_back_to_the_plate() -> None:
     assert np.array_equal(out == 1, labels == 1)
 
 
+def test_an_articular_layer_darker_than_the_plate_is_peeled_only_when_asked() -> None:
+    top = BONE_TOP + 4  # as the film test, with dark fluid (T1-like): by default only bright films are peeled
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, top): 0.6, (top, 24): 0.1, (24, 40): 0.3})
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, top + 2): 2}).astype(np.uint8)
+    p = _column({(BONE_TOP, top + 2): 0.9, (top + 2, 40): 0.02})
+    assert np.array_equal(refine_articular_surfaces(image, labels, {2: p}, SPACING), labels)
+    darker = ArticularRefinement(peel_darker=True)
+    assert _plate_top(refine_articular_surfaces(image, labels, {2: p}, SPACING, darker)) == {top}
+
+
 def test_noisy_image_moves_the_surface_to_within_a_voxel() -> None:
     rng = np.random.default_rng(0)
     image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
@@ -91,7 +101,8 @@ def test_settings_from_the_config() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
-                                 {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"}, [4]])
+                                 {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"},
+                                 {"peel_darker": 1}, [4]])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
