@@ -62,9 +62,9 @@ class ArticularRefinement:
             raise ModelError(f"configs/inference.json postprocessing.articular_refinement must be true/false or an "
                              f"object with keys from {sorted(names)}; got {value!r}", path=path)
         kw = dict(value)
-        if "reference_depth_mm" in kw:
-            kw["reference_depth_mm"] = tuple(float(v) for v in kw["reference_depth_mm"])
         try:
+            if "reference_depth_mm" in kw:
+                kw["reference_depth_mm"] = tuple(float(v) for v in kw["reference_depth_mm"])
             s = cls(**kw)
             ok = (s.window_mm > 0 and 0 <= s.reference_depth_mm[0] < s.reference_depth_mm[1] and s.outside_mm > 0
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
@@ -142,14 +142,17 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
             judged = (ref_share > 0.02) & (out_share > 0.02) & (np.abs(out_mean - ref_mean) > s.contrast_sd * sd)
             nearer_outside = np.abs(x - out_mean) < np.abs(x - ref_mean)
             like_plate = np.abs(x - ref_mean) <= s.contrast_sd * sd
-        peel = plate & ndimage.binary_dilation(background) & judged & nearer_outside & ~like_plate
-        if not s.peel_darker:
-            peel &= x > ref_mean
+        moved = False
         if s.peel:
+            peel = plate & ndimage.binary_dilation(background) & judged & nearer_outside & ~like_plate
+            if not s.peel_darker:
+                peel &= x > ref_mean
             o[peel] = 0
-        grow = background & ndimage.binary_dilation(o == c) & judged & (p >= s.grow_min_p) & ~nearer_outside \
-            & like_plate
-        if s.grow:
+            moved = bool(peel.any())
+        if s.grow:  # next to the plate as it is after this layer's peel
+            grow = background & ndimage.binary_dilation(o == c) & judged & (p >= s.grow_min_p) & ~nearer_outside \
+                & like_plate
             o[grow] = c
-        if not (s.peel and peel.any()) and not (s.grow and grow.any()):
+            moved = moved or bool(grow.any())
+        if not moved:
             break

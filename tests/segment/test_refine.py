@@ -102,7 +102,7 @@ def test_settings_from_the_config() -> None:
 
 @pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
                                  {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"},
-                                 {"peel_darker": 1}, [4]])
+                                 {"peel_darker": 1}, {"reference_depth_mm": 5}, [4]])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
