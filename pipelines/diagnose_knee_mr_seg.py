@@ -22,8 +22,9 @@ then their spread: how far neighbouring snapshots of one run differ on the one r
 CLAIR difference between two candidates must be to mean anything. ``refinement``: each synthetic case and CLAIR
 segmented once with the bundle's articular refinement off, then refined with each setting given (JSON objects as in
 ``postprocessing.articular_refinement``; default: the bundle's own, peel only, grow only): Dice of the three plates,
-femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output. Figures quoted in the
-bundle docs come from here.
+femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case the true
+femoral cartilage the network labelled background (volume, brightness, the network's probability there). Figures
+quoted in the bundle docs come from here.
 """
 
 from __future__ import annotations
@@ -220,6 +221,19 @@ def clair_spread(bundle_dir: Path | None, checkpoints: list[Path]) -> None:
               f"{np.median(step[:, j]):.3f}")
 
 
+def _missed_cartilage(name: str, image, true: np.ndarray, pred: np.ndarray, p_fc: np.ndarray) -> None:
+    """Femoral cartilage the network labelled background: how much, how bright, how sure it was."""
+    fc = int(Structure.FEMORAL_CARTILAGE)
+    ml = image.voxel_volume_mm3 / 1000.0
+    missed, found = (true == fc) & (pred == 0), (true == fc) & (pred == fc)
+    x = np.asarray(image.array, np.float32)
+    counts = np.histogram(p_fc[missed], bins=[0, 0.1, 0.3, 0.5, 1.0])[0]
+    print(f"{name}: femoral cartilage true {(true == fc).sum() * ml:.2f} mL, predicted {(pred == fc).sum() * ml:.2f}, "
+          f"true labelled background {missed.sum() * ml:.2f} mL (image mean {x[missed].mean():.3g} vs "
+          f"{x[found].mean():.3g} where found; network p < 0.1 / 0.1-0.3 / 0.3-0.5 / > 0.5: "
+          f"{' / '.join(str(int(c)) for c in counts)} voxels)", flush=True)
+
+
 def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -> None:
     import json
     from dataclasses import asdict, replace
@@ -244,6 +258,7 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -
         res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
         cart_p = {int(c): res.probabilities[c] for c in CARTILAGE_ON_BONE}
         true_mm = ev.fc_thccab(truth, truth.array) if name != "clair" else float("nan")
+        _missed_cartilage(name, image, truth.array, res.labels.array, cart_p[int(Structure.FEMORAL_CARTILAGE)])
         for tag, s in settings:
             labels = res.labels.array if s is None else refine_articular_surfaces(
                 np.asarray(image.array, np.float32), res.labels.array, cart_p, image.spacing, s)

@@ -2,10 +2,11 @@
 
 Why: the network reads cartilage thickness partly from a prior (predicted on true femoral ThCcAB, slope 0.37 on the
 synthetic test set) and under-segments the real CLAIR template's plates (4.5 of 12.7 mL of femoral cartilage missed,
-at cartilage intensity and FC probability 0.1-0.5), while on synthetic DESS it carries fluid films as cartilage. The
-image often shows the articular edge the network misses, so each plate's articular boundary is moved, voxel layer by
-voxel layer, by comparing the image with two local references: the plate's own deep layer (0.4-1.2 mm from its bone,
-the side the network seldom gets wrong) and the background just outside the plate. The bone side is never touched.
+at cartilage intensity, mostly at FC probability 0.1-0.5), while on synthetic DESS it carries fluid films as
+cartilage. The image often shows the articular edge the network misses, so each plate's articular boundary is moved,
+voxel layer by voxel layer, by comparing the image with two local references: the plate's own deep layer (0.4-1.2 mm
+from its bone, the side the network seldom gets wrong) and the background just outside the plate. The bone side is
+never touched.
 Measured effect and limits: the bundle docs (*Inference*, *Evaluation*).
 """
 
