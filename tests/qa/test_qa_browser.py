@@ -111,6 +111,25 @@ def canvas_is_not_blank(page) -> tuple[float, int]:
     return float(rgb.std()), len(np.unique(rgb.reshape(-1, 3), axis=0))
 
 
+def test_a_late_answer_to_an_older_filter_does_not_replace_the_newer_list(page, site: str) -> None:
+    # the US-only list is answered 1.5 s late; by then the reviewer has cleared the filter and sees all four cases
+    page.add_init_script("""
+      const realFetch = window.fetch;
+      window.fetch = async (url, options) => {
+        const response = await realFetch(url, options);
+        if (String(url).includes("/api/cases?") && String(url).includes("modality=US"))
+          await new Promise((resolve) => setTimeout(resolve, 1500));
+        return response;
+      };""")
+    page.goto(site)
+    page.wait_for_selector("body[data-ready='1']")
+    page.select_option("#f-modality", "US")
+    page.select_option("#f-modality", "")
+    expect(page.locator("#worklist tbody tr")).to_have_count(4)
+    page.wait_for_timeout(2500)  # the late answer has arrived
+    expect(page.locator("#worklist tbody tr")).to_have_count(4)
+
+
 def test_worklist_opens_and_keyboard_triage(page, site: str) -> None:
     page.goto(site)
     page.wait_for_selector("body[data-ready='1']")

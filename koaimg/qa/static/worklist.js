@@ -6,6 +6,7 @@ const msg = document.getElementById("msg");
 const filters = { status: "f-status", kind: "f-kind", modality: "f-modality", q: "f-q" };
 let rows = [];
 let selected = 0;
+let latestLoad = 0;  // filters change faster than the server answers: only the newest request's answer is shown
 let reviewer = () => "";
 
 function query() {
@@ -31,7 +32,9 @@ function open(index = selected) {
 }
 
 async function load() {
+  const ticket = ++latestLoad;
   const data = await (await api(`/api/cases?${query()}`)).json();
+  if (ticket !== latestLoad) return;  // an older filter's list arriving late must not replace the newer one
   rows = data.cases;
   document.getElementById("counts").replaceChildren(
     ...Object.entries(data.counts).map(([s, n]) => el("span", {}, badge(s), ` ${n}`)));
