@@ -23,8 +23,9 @@ CLAIR difference between two candidates must be to mean anything. ``refinement``
 segmented once with the bundle's articular refinement off, then refined with each setting given (JSON objects as in
 ``postprocessing.articular_refinement``; default: the bundle's own, peel only, grow only): Dice of the three plates,
 femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case the true
-femoral cartilage the network labelled background (volume, brightness, the network's probability there). Figures
-quoted in the bundle docs come from here.
+femoral cartilage the network labelled background (volume, brightness, the network's probability there) and, per
+setting, how many femoral cartilage voxels were peeled and grown and the share of each that truly was cartilage.
+Figures quoted in the bundle docs come from here.
 """
 
 from __future__ import annotations
@@ -234,6 +235,10 @@ def _missed_cartilage(name: str, image, true: np.ndarray, pred: np.ndarray, p_fc
           f"{' / '.join(str(int(c)) for c in counts)} voxels)", flush=True)
 
 
+def _share(flags: np.ndarray) -> str:
+    return f"{100 * flags.mean():.0f} %" if flags.size else "-"
+
+
 def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -> None:
     import json
     from dataclasses import asdict, replace
@@ -245,9 +250,9 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -
                     json.dumps({**asdict(shipped), "peel": False})]
     settings: list[tuple[str, ArticularRefinement | None]] = [("none", None)]
     for v in variants:
-        s = ArticularRefinement.from_config(json.loads(v))
-        changed = {k: x for k, x in asdict(s).items() if x != asdict(shipped)[k]}
-        settings.append(("bundle's" if not changed else json.dumps(changed), s))
+        chosen = ArticularRefinement.from_config(json.loads(v))
+        changed = {k: x for k, x in asdict(chosen).items() if x != asdict(shipped)[k]}
+        settings.append(("bundle's" if not changed else json.dumps(changed), chosen))
     plain = replace(bundle, articular_refinement=None)
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
     clair_image, clair_truth = ev.clair_volume()
@@ -265,8 +270,13 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -
             row = {"case": name, "true": true_mm, **{c: ev.dice(labels, truth.array, c) for c in range(1, 7)}}
             row["pred"] = ev.fc_thccab(truth, labels) if name != "clair" else float("nan")
             rows[tag].append(row)
+            removed = (res.labels.array == FC) & (labels != FC)
+            added = (res.labels.array != FC) & (labels == FC)
+            moved = (f"; femoral cartilage peeled {int(removed.sum())} voxels "
+                     f"({_share(truth.array[removed] == FC)} true cartilage), grown {int(added.sum())} "
+                     f"({_share(truth.array[added] == FC)} true)" if s else "")
             print(f"{name} [{tag}]: FC {row[2]:.3f} TC {row[4]:.3f} PC {row[6]:.3f} ThCcAB error "
-                  f"{row['pred'] - true_mm:+.3f} mm", flush=True)
+                  f"{row['pred'] - true_mm:+.3f} mm{moved}", flush=True)
     for tag, _ in settings:
         syn = [r for r in rows[tag] if r["case"] != "clair"]
         line = f"[{tag}]"
