@@ -239,7 +239,7 @@ def _share(flags: np.ndarray) -> str:
     return f"{100 * flags.mean():.0f} %" if flags.size else "-"
 
 
-def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -> None:
+def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], seed_set: int = 0) -> None:
     import json
     from dataclasses import asdict, replace
 
@@ -256,7 +256,7 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str]) -
     plain = replace(bundle, articular_refinement=None)
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
     clair_image, clair_truth = ev.clair_volume()
-    synthetic = itertools.chain(ev.phantom_cases(False), ev.woo_cases(False))
+    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
     for name, image, truth in itertools.chain(synthetic, [("clair", clair_image, clair_truth)]):
         if cases and name not in cases:
             continue
@@ -307,6 +307,8 @@ def main() -> None:
                     help="clair-spread: training checkpoints (OUT/validated/step_*.pt), in step order")
     ap.add_argument("--settings", nargs="+", default=None,
                     help="refinement: JSON settings to compare (default: the bundle's, peel only, grow only)")
+    ap.add_argument("--seed-set", type=int, default=0,
+                    help="refinement: 0 the evaluation's synthetic cases, N > 0 held-out ones (eval_knee_mr_seg.py)")
     args = ap.parse_args()
     if args.command == "overlap":
         overlap(args.draws)
@@ -315,7 +317,7 @@ def main() -> None:
     elif args.command == "seams":
         seams(args.bundle, args.case or [])
     elif args.command == "refinement":
-        refinement(args.bundle, args.case or [], args.settings or [])
+        refinement(args.bundle, args.case or [], args.settings or [], args.seed_set)
     elif args.command == "clair-spread":
         clair_spread(args.bundle, args.checkpoints or [])
     else:

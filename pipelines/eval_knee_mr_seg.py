@@ -11,7 +11,9 @@ predicted vs true labels (``koaimg.measure.measure_knee``). Real images: the pym
 labels: plausibility and overlays) and the CLAIR template (Dice against its label; header orientation checked
 against the data, see ``clair_volume``). ``--parts floor`` needs no network: it sends each synthetic case's true
 labels to the working grid and back (as the probabilities travel) and measures the ThCcAB error that geometry alone
-leaves. Writes results.json, results.md and overlay PNGs into --out.
+leaves. ``--seed-set N`` (N > 0) draws held-out synthetic cases instead (other procedural knees, other renders of the
+woo_oai knees), to check settings that were chosen on the reported set. Writes results.json, results.md and overlay
+PNGs into --out.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ PHANTOM_VARIANTS = [("dess", "dess"), ("flash", "t1"), ("tse", "pdfs"), ("sample
                     ("tse", "t1")]
 
 
-def woo_cases(quick: bool):
+def woo_cases(quick: bool, seed_set: int = 0):
+    """The woo_oai knees rendered in every WOO_VARIANTS acquisition. ``seed_set`` > 0: other renders (noise,
+    deformation, contrast draw) of the same anatomy, for checking settings chosen on set 0."""
     files = sorted((REAL / "woo_oai_labels").glob("*.nii.gz"))
     for fi, path in enumerate(files[:1] if quick else files):
         labels = read_labels(path, preset="woo-oai")
@@ -61,20 +65,31 @@ def woo_cases(quick: bool):
             spec = RandomisationSpec(contrasts=(contrast,), in_plane_mm=(ip, ip), slice_mm=(sl, sl), slice_axis=axis,
                                      mirror_probability=1.0 if mirror else 0.0, rotation_deg=5.0,
                                      elastic_mm=(1.0, 1.0), noise_sigma=(0.02, 0.02), bias_strength=(0.2, 0.2))
-            image, truth = synthesize_from_labels(labels, rng=np.random.default_rng([777, fi, vi]), spec=spec)
-            yield f"woo{fi}_{name}", image, truth
+            seeds = [777, fi, vi] + ([seed_set] if seed_set else [])
+            image, truth = synthesize_from_labels(labels, rng=np.random.default_rng(seeds), spec=spec)
+            yield f"woo{fi}_{name}{_set_suffix(seed_set)}", image, truth
 
 
-def phantom_cases(quick: bool):
+def phantom_cases(quick: bool, seed_set: int = 0):
+    """Fresh procedural knees in PHANTOM_VARIANTS acquisitions; ``seed_set`` > 0: other knees (anatomy and noise)."""
     n = 2 if quick else 12
     for i in range(n):
         acq_name, contrast = PHANTOM_VARIANTS[i % len(PHANTOM_VARIANTS)]
         acq = replace(ACQUISITIONS[acq_name], contrast=contrast)
-        rng = np.random.default_rng([424242, i])  # not a training seed stream (training uses SeedSequence(20261122, i))
+        # not a training seed stream (training uses SeedSequence(20261122, i))
+        rng = np.random.default_rng([424242, i] + ([seed_set] if seed_set else []))
         side = KneeSide.LEFT if i % 2 else KneeSide.RIGHT
-        ph = make_knee_phantom(KneeAnatomy.random(rng), acq, seed=9000 + i, side=side)
+        ph = make_knee_phantom(KneeAnatomy.random(rng), acq, seed=9000 + 1000 * seed_set + i, side=side)
         truth = np.where(ph.labels.array <= 6, ph.labels.array, 0).astype(np.uint8)
-        yield f"phantom{i}_{acq_name}_{contrast}_{side.value}", ph.image, ph.labels.with_array(truth)
+        yield (f"phantom{i}_{acq_name}_{contrast}_{side.value}{_set_suffix(seed_set)}", ph.image,
+               ph.labels.with_array(truth))
+
+
+def _set_suffix(seed_set: int) -> str:
+    """Case names of a held-out seed set end in ``_set<N>`` (set 0, the reported evaluation, has none)."""
+    if seed_set < 0:
+        raise ValueError(f"seed set must be >= 0, got {seed_set}")
+    return f"_set{seed_set}" if seed_set else ""
 
 
 def joint_box(pred: np.ndarray, true: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -350,6 +365,9 @@ def main() -> None:
                     help="comma list of real, woo, phantom, floor (the working grid's own ThCcAB error, no "
                          "network); run parts in separate processes, then --merge")
     ap.add_argument("--merge", action="store_true", help="only combine the part files already in --out")
+    ap.add_argument("--seed-set", type=int, default=0,
+                    help="0: the reported synthetic cases; N > 0: held-out ones (other procedural knees, other "
+                         "renders of the woo_oai knees) for checking settings chosen on set 0")
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -363,13 +381,13 @@ def main() -> None:
         if "floor" in parts:  # no network: the geometry's own thickness error on every synthetic case
             floor = []
             for gen in gens.values():
-                for case, image, truth in gen(args.quick):
+                for case, image, truth in gen(args.quick, args.seed_set):
                     floor.append({**grid_floor(case, image, truth, bundle.working_spacing_mm),
                                   "spacing_mm": bundle.working_spacing_mm})
                     (args.out / "floor.json").write_text(json.dumps(floor, indent=1))
         for part in (p for p in parts if p in gens):
             records = []
-            for case, image, truth in gens[part](args.quick):
+            for case, image, truth in gens[part](args.quick, args.seed_set):
                 records.append(evaluate(bundle, case, image, truth, args.device))
                 (args.out / f"records_{part}.json").write_text(json.dumps(records, indent=1))
     merge(args.out, bundle)

@@ -6,7 +6,8 @@ at cartilage intensity, mostly at FC probability 0.1-0.5), while on synthetic DE
 cartilage. The image often shows the articular edge the network misses, so each plate's articular boundary is moved,
 voxel layer by voxel layer, by comparing the image with two local references: the plate's own deep layer (0.4-1.2 mm
 from its bone, the side the network seldom gets wrong) and the background just outside the plate. The bone side is
-never touched.
+never touched, and a bright articular layer is peeled as fluid only where the outside is brighter than the bone's
+fatty marrow (so not on T1, where the deep layer can be cortex).
 Measured effect and limits: the bundle docs (*Inference*, *Evaluation*).
 """
 
@@ -46,6 +47,12 @@ class ArticularRefinement:
     #: which moves are made (both in the shipped bundle; one alone is for studies)
     peel: bool = True
     grow: bool = True
+    #: peel brighter voxels only where the outside level is brighter than the plate's bone marrow at this depth
+    #: (mm) below the bone surface (its median over the plate's region); ``None``: no such check. Why: yellow marrow
+    #: is the image's own fat reference, and a bright articular layer is fluid only where fluid outshines fat. On T1
+    #: it does not, and there the plate's "deep layer" can be dark cortex (coronal T1, where the network's plate sits
+    #: inside the femur), so brighter true cartilage was peeled (bundle docs)
+    marrow_depth_mm: tuple[float, float] | None = (1.5, 5.0)
     #: also peel voxels darker than the plate's level; off, only brighter ones are (the bright fluid film the network
     #: carries as cartilage in DESS and fat-suppressed PD); darker articular voxels are mostly the plate's own partial
     #: volume on thick-slice T1, and peeling them thinned those cases (bundle docs)
@@ -64,12 +71,15 @@ class ArticularRefinement:
                              f"object with keys from {sorted(names)}; got {value!r}", path=path)
         kw = dict(value)
         try:
-            if "reference_depth_mm" in kw:
-                kw["reference_depth_mm"] = tuple(float(v) for v in kw["reference_depth_mm"])
+            for key in ("reference_depth_mm", "marrow_depth_mm"):
+                if kw.get(key) is not None:
+                    kw[key] = tuple(float(v) for v in kw[key])
             s = cls(**kw)
+            marrow = s.marrow_depth_mm
             ok = (s.window_mm > 0 and 0 <= s.reference_depth_mm[0] < s.reference_depth_mm[1] and s.outside_mm > 0
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
                   and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2
+                  and (marrow is None or (len(marrow) == 2 and 0 <= marrow[0] < marrow[1]))
                   and all(isinstance(v, bool) for v in (s.peel, s.grow, s.peel_darker)))
         except (TypeError, ValueError):
             ok = False
@@ -132,6 +142,7 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
     """Refine one plate in place on its bounding box ``o`` (labels), ``x`` (image), ``p`` (its probability)."""
     depth = ndimage.distance_transform_edt(o != b, sampling=spacing)  # bone labels never change
     deep = (depth > s.reference_depth_mm[0]) & (depth <= s.reference_depth_mm[1])
+    marrow_level = _marrow_level(o == b, x, spacing, s.marrow_depth_mm)
     for _ in range(int(s.layers)):
         plate, background = o == c, o == 0
         outside = ndimage.distance_transform_edt(~plate, sampling=spacing)
@@ -146,8 +157,11 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
         moved = False
         if s.peel:
             peel = plate & ndimage.binary_dilation(background) & judged & nearer_outside & ~like_plate
-            if not s.peel_darker:
-                peel &= x > ref_mean
+            with np.errstate(invalid="ignore"):
+                brighter = x > ref_mean
+                if s.marrow_depth_mm is not None:  # NaN (no marrow in view): no bright voxel peeled
+                    brighter &= out_mean > marrow_level
+            peel &= (brighter | (x < ref_mean)) if s.peel_darker else brighter
             o[peel] = 0
             moved = bool(peel.any())
         if s.grow:  # next to the plate as it is after this layer's peel
@@ -157,3 +171,13 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
             moved = moved or bool(grow.any())
         if not moved:
             break
+
+
+def _marrow_level(bone: np.ndarray, x: np.ndarray, spacing: np.ndarray,
+                  depth_mm: tuple[float, float] | None) -> float:
+    """Median image level of the bone between ``depth_mm`` below its surface (NaN where there is none)."""
+    if depth_mm is None:
+        return float("nan")
+    into = ndimage.distance_transform_edt(bone, sampling=spacing)
+    marrow = bone & (into > depth_mm[0]) & (into <= depth_mm[1])
+    return float(np.median(x[marrow])) if marrow.any() else float("nan")

@@ -68,6 +68,20 @@ def test_an_articular_layer_darker_than_the_plate_is_peeled_only_when_asked() ->
     assert _plate_top(refine_articular_surfaces(image, labels, {2: p}, SPACING, darker)) == {top}
 
 
+def test_on_t1_with_the_cortex_read_as_cartilage_true_cartilage_is_not_peeled() -> None:
+    # coronal T1 as the network reads it: bright marrow, the dark cortex (z 13-14) labelled cartilage, so the plate's
+    # deep layer is cortex; true cartilage (0.4) lies under bright fat (0.45). Without the marrow check the true
+    # cartilage, brighter than the "plate" and nearer the outside, was peeled; fluid does not outshine fat here.
+    image = _column({(0, 13): 0.9, (13, BONE_TOP): 0.15, (BONE_TOP, 18): 0.4, (18, 40): 0.45})
+    labels = _column({(0, 13): 1, (13, 18): 2}).astype(np.uint8)
+    p = _column({(13, 18): 0.9, (18, 40): 0.02})
+    assert np.array_equal(refine_articular_surfaces(image, labels, {2: p}, SPACING), labels)
+    unchecked = ArticularRefinement(marrow_depth_mm=None)
+    assert _plate_top(refine_articular_surfaces(image, labels, {2: p}, SPACING, unchecked)) == {BONE_TOP}
+    dark_marrow = np.where(image == 0.9, np.float32(0.2), image)  # fat-suppressed: the same layer is a fluid film
+    assert _plate_top(refine_articular_surfaces(dark_marrow, labels, {2: p}, SPACING)) == {BONE_TOP}
+
+
 def test_noisy_image_moves_the_surface_to_within_a_voxel() -> None:
     rng = np.random.default_rng(0)
     image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
@@ -98,11 +112,14 @@ def test_settings_from_the_config() -> None:
     assert ArticularRefinement.from_config(True) == ArticularRefinement()
     s = ArticularRefinement.from_config({"layers": 2, "reference_depth_mm": [0.3, 1.0]})
     assert s.layers == 2 and s.reference_depth_mm == (0.3, 1.0)
+    assert ArticularRefinement.from_config({"marrow_depth_mm": None}).marrow_depth_mm is None
+    assert ArticularRefinement.from_config({"marrow_depth_mm": [1, 4]}).marrow_depth_mm == (1.0, 4.0)
 
 
 @pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
                                  {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"},
-                                 {"peel_darker": 1}, {"reference_depth_mm": 5}, [4]])
+                                 {"peel_darker": 1}, {"reference_depth_mm": 5}, [4],
+                                 {"marrow_depth_mm": [5, 1]}, {"marrow_depth_mm": 3}])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
