@@ -1,5 +1,6 @@
-"""The articular-surface refinement: grows a plate the network left thin, peels a fluid film it took for cartilage,
-leaves plates alone where the image has no contrast, never moves a bone, and refuses malformed settings."""
+"""The articular-surface refinement: grows a plate the network left thin, peels a fluid film it took for cartilage
+but not true cartilage on T1 (where fluid does not outshine the marrow), leaves plates alone where the image has no
+contrast, never moves a bone, and refuses malformed settings."""
 
 from __future__ import annotations
 
