@@ -44,6 +44,10 @@ class ArticularRefinement:
     grow_min_p: float = 0.1
     #: at most this many voxel layers moved (each way)
     layers: int = 4
+    #: also grow a voxel within this many robust SDs (1.4826 x MAD) of the median level of the whole plate (``None``:
+    #: off). Why: on CLAIR the missed cartilage is the superficial layer, brighter than the deep layer (so not "within
+    #: 2 SDs" of it) yet typical of the plate; the median of the whole plate ignores a minority film (bundle docs)
+    grow_plate_mad: float | None = None
     #: which moves are made (both in the shipped bundle; one alone is for studies)
     peel: bool = True
     grow: bool = True
@@ -80,6 +84,7 @@ class ArticularRefinement:
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
                   and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2
                   and (marrow is None or (len(marrow) == 2 and 0 <= marrow[0] < marrow[1]))
+                  and (s.grow_plate_mad is None or float(s.grow_plate_mad) > 0)
                   and all(isinstance(v, bool) for v in (s.peel, s.grow, s.peel_darker)))
         except (TypeError, ValueError):
             ok = False
@@ -165,6 +170,8 @@ def _refine_plate(o: np.ndarray, x: np.ndarray, p: np.ndarray, c: int, b: int, s
             o[peel] = 0
             moved = bool(peel.any())
         if s.grow:  # next to the plate as it is after this layer's peel
+            if s.grow_plate_mad is not None:
+                like_plate = like_plate | _near_plate_median(x, o == c, s.grow_plate_mad)
             grow = background & ndimage.binary_dilation(o == c) & judged & (p >= s.grow_min_p) & ~nearer_outside \
                 & like_plate
             o[grow] = c
@@ -181,3 +188,13 @@ def _marrow_level(bone: np.ndarray, x: np.ndarray, spacing: np.ndarray,
     into = ndimage.distance_transform_edt(bone, sampling=spacing)
     marrow = bone & (into > depth_mm[0]) & (into <= depth_mm[1])
     return float(np.median(x[marrow])) if marrow.any() else float("nan")
+
+
+def _near_plate_median(x: np.ndarray, plate: np.ndarray, k: float) -> np.ndarray:
+    """Where the image lies within ``k`` robust SDs (1.4826 x MAD) of the plate's median level."""
+    if not plate.any():
+        return np.zeros(x.shape, bool)
+    values = x[plate]
+    median = np.median(values)
+    spread = 1.4826 * np.median(np.abs(values - median))
+    return np.abs(x - median) <= k * spread

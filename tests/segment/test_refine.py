@@ -83,6 +83,24 @@ def test_on_t1_with_the_cortex_read_as_cartilage_true_cartilage_is_not_peeled() 
     assert _plate_top(refine_articular_surfaces(dark_marrow, labels, {2: p}, SPACING)) == {BONE_TOP}
 
 
+def test_a_brighter_superficial_layer_is_grown_only_with_the_plate_median_check() -> None:
+    # DESS-like: the deep cartilage (0.5) is darker than the superficial (0.65), as on CLAIR; the network found the
+    # deep layers and half the superficial ones. Within 2 SDs of the deep layer the rest is not; near the plate's
+    # median it is.
+    rng = np.random.default_rng(1)
+    image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, 17): 0.5, (17, CARTILAGE_TOP): 0.65, (CARTILAGE_TOP, 40): 0.1})
+    image += rng.normal(0, 0.02, image.shape).astype(np.float32)
+    labels = _column({(0, BONE_TOP): 1, (BONE_TOP, 19): 2}).astype(np.uint8)
+    p = _column({(BONE_TOP, 19): 0.9, (19, 22): 0.3, (22, 40): 0.02})
+    plain = refine_articular_surfaces(image, labels, {2: p}, SPACING, ArticularRefinement(outside_mm=3.0))
+    assert np.median((plain == 2).sum(axis=2)) == 19 - BONE_TOP
+    median = ArticularRefinement(outside_mm=3.0, grow_plate_mad=1.0)
+    grown = refine_articular_surfaces(image, labels, {2: p}, SPACING, median)
+    assert np.median((grown == 2).sum(axis=2)) == CARTILAGE_TOP - BONE_TOP
+    assert (grown == 2).sum(axis=2).max() <= CARTILAGE_TOP - BONE_TOP  # not into the dark outside
+    assert np.array_equal(grown == 1, labels == 1)
+
+
 def test_noisy_image_moves_the_surface_to_within_a_voxel() -> None:
     rng = np.random.default_rng(0)
     image = _column({(0, BONE_TOP): 0.2, (BONE_TOP, CARTILAGE_TOP): 0.6, (CARTILAGE_TOP, 40): 0.05})
@@ -120,7 +138,8 @@ def test_settings_from_the_config() -> None:
 @pytest.mark.parametrize("bad", [{"layer": 2}, {"layers": -1}, {"layers": 1.5}, {"grow_min_p": 2},
                                  {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"},
                                  {"peel_darker": 1}, {"reference_depth_mm": 5}, [4],
-                                 {"marrow_depth_mm": [5, 1]}, {"marrow_depth_mm": 3}])
+                                 {"marrow_depth_mm": [5, 1]}, {"marrow_depth_mm": 3}, {"grow_plate_mad": 0},
+                                 {"grow_plate_mad": "wide"}])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
