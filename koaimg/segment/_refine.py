@@ -84,7 +84,7 @@ class ArticularRefinement:
                   and 0 <= s.outside_max_p <= 1 and s.contrast_sd > 0 and 0 <= s.grow_min_p <= 1
                   and int(s.layers) == s.layers and s.layers >= 0 and len(s.reference_depth_mm) == 2
                   and (marrow is None or (len(marrow) == 2 and 0 <= marrow[0] < marrow[1]))
-                  and (s.grow_plate_mad is None or float(s.grow_plate_mad) > 0)
+                  and (s.grow_plate_mad is None or (not isinstance(s.grow_plate_mad, bool) and s.grow_plate_mad > 0))
                   and all(isinstance(v, bool) for v in (s.peel, s.grow, s.peel_darker)))
         except (TypeError, ValueError):
             ok = False

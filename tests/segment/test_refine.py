@@ -139,7 +139,7 @@ def test_settings_from_the_config() -> None:
                                  {"reference_depth_mm": [1.2, 0.4]}, {"window_mm": "wide"}, {"peel": "no"},
                                  {"peel_darker": 1}, {"reference_depth_mm": 5}, [4],
                                  {"marrow_depth_mm": [5, 1]}, {"marrow_depth_mm": 3}, {"grow_plate_mad": 0},
-                                 {"grow_plate_mad": "wide"}])
+                                 {"grow_plate_mad": "wide"}, {"grow_plate_mad": True}])
 def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
     path = tiny_bundle / "configs" / "inference.json"
     cfg = json.loads(path.read_text())
