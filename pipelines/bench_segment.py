@@ -4,7 +4,8 @@
 
 Prints a table and writes pipelines/out/bench_segment.json. The volume is a procedural phantom on the OAI DESS grid
 (0.365 x 0.365 x 0.7 mm); timing covers preprocessing, sliding-window inference, return to the native grid and
-clean-up and the articular refinement when the bundle has it on (``segment_volume``), not file reading.
+clean-up, the articular refinement and the bone growth when the bundle has them on (``segment_volume``), not file
+reading.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def main() -> None:
               "median_s": round(statistics.median(times), 2), "parts_last_run_s": parts[-1],
               "working_shape": res.info["working_shape"], "test_time_mirrors": res.info["test_time_mirrors"],
               "overlap": bundle.overlap, "articular_refinement": bundle.articular_refinement is not None,
+              "bone_growth": bundle.bone_growth is not None,
               "model_sha256": bundle.sha256}
     print(f"{'volume':<16}{'device':<8}{'threads':<9}{'median s':<10}runs")
     print(f"{'x'.join(map(str, image.spatial_shape)):<16}{device!s:<8}{args.threads:<9}{result['median_s']:<10}"
           f"{result['runs_s']}")
     print(f"parts (last run): {parts[-1]}; overlap {bundle.overlap}, test-time mirrors {result['test_time_mirrors']}, "
-          f"articular refinement {'on' if result['articular_refinement'] else 'off'}")
+          f"articular refinement {'on' if result['articular_refinement'] else 'off'}, "
+          f"bone growth {'on' if result['bone_growth'] else 'off'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

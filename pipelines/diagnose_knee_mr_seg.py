@@ -6,6 +6,7 @@
     python pipelines/diagnose_knee_mr_seg.py seams [--bundle DIR] [--case NAME ...]
     python pipelines/diagnose_knee_mr_seg.py clair-spread --checkpoints A.pt B.pt ... [--bundle DIR]
     python pipelines/diagnose_knee_mr_seg.py refinement [--bundle DIR] [--case NAME ...] [--settings JSON ...]
+    python pipelines/diagnose_knee_mr_seg.py bone-growth [--bundle DIR] [--case NAME ...] [--settings JSON ...]
 
 ``overlap``: the share of randomised contrast draws (the training renderer's own ``_class_means``, default
 ``RandomisationSpec``) in which femoral cartilage and fluid means lie within 0.05-0.2 of the brightest mean, per
@@ -25,6 +26,10 @@ segmented once with the bundle's articular refinement off, then refined with eac
 femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case the true
 femoral cartilage the network labelled background (volume, brightness, the network's probability there) and, per
 setting, how many femoral cartilage voxels were peeled and grown and the share of each that truly was cartilage.
+``bone-growth``: the same, for the bone growth (``postprocessing.bone_growth``; segmented with the bundle's
+refinement and the growth off, default settings: the bundle's own): Dice of the three bones, femoral ThCcAB agreement
+(the femur sets the measurement's regions) and, per case and setting, the bone volume added and the share of it that
+truly was that bone. Both take ``--seed-set N`` (N > 0: held-out synthetic cases, as ``eval_knee_mr_seg.py``).
 Figures quoted in the bundle docs come from here.
 """
 
@@ -43,6 +48,7 @@ import eval_knee_mr_seg as ev  # the evaluation's case generators: the same case
 
 from koaimg.core import CARTILAGE_ON_BONE, Structure
 from koaimg.segment import WorkingGrid, load_bundle, normalise_intensity, segment_volume
+from koaimg.segment._bone_growth import BoneGrowth, grow_bones
 from koaimg.segment._refine import ArticularRefinement, local_mean_sd, refine_articular_surfaces
 from koaimg.synth import RandomisationSpec
 from koaimg.synth._from_labels import _FLUID, _class_means
@@ -295,9 +301,62 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], s
         print(line, flush=True)
 
 
+def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], seed_set: int = 0) -> None:
+    import json
+    from dataclasses import asdict, replace
+
+    bundle = load_bundle(bundle_dir or ev.REPO / "models" / "knee_mr_seg")
+    shipped = bundle.bone_growth or BoneGrowth()
+    settings: list[tuple[str, BoneGrowth | None]] = [("none", None)]
+    for v in variants or [json.dumps(asdict(shipped))]:
+        chosen = BoneGrowth.from_config(json.loads(v))
+        changed = {k: x for k, x in asdict(chosen).items() if x != asdict(shipped)[k]}
+        settings.append(("bundle's" if not changed else json.dumps(changed), chosen))
+    plain = replace(bundle, bone_growth=None)
+    rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
+    clair_image, clair_truth = ev.clair_volume()
+    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
+    bones = (1, 3, 5)
+    for name, image, truth in itertools.chain(synthetic, [("clair", clair_image, clair_truth)]):
+        if cases and name not in cases:
+            continue
+        res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
+        bone_p = {b: res.probabilities[Structure(b)] for b in bones}
+        true_mm = ev.fc_thccab(truth, truth.array) if name != "clair" else float("nan")
+        ml = image.voxel_volume_mm3 / 1000.0
+        for tag, s in settings:
+            labels = res.labels.array if s is None else grow_bones(
+                np.asarray(image.array, np.float32), res.labels.array, bone_p, image.spacing, s)
+            row = {"case": name, "true": true_mm, **{c: ev.dice(labels, truth.array, c) for c in range(1, 7)}}
+            row["pred"] = ev.fc_thccab(truth, labels) if name != "clair" else float("nan")
+            rows[tag].append(row)
+            added = labels != res.labels.array
+            moved = "".join(f"; {Structure(b).name.lower()} +{(added & (labels == b)).sum() * ml:.2f} mL "
+                            f"({_share(truth.array[added & (labels == b)] == b)} true)" for b in bones) if s else ""
+            print(f"{name} [{tag}]: femur {row[1]:.3f} tibia {row[3]:.3f} patella {row[5]:.3f} ThCcAB error "
+                  f"{row['pred'] - true_mm:+.3f} mm{moved}", flush=True)
+    for tag, _ in settings:
+        syn = [r for r in rows[tag] if r["case"] != "clair"]
+        line = f"[{tag}]"
+        if syn:
+            t = ev.thickness_agreement([r["true"] for r in syn], [r["pred"] for r in syn])
+            err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
+            line += (f" {len(syn)} synthetic: Dice femur {np.mean([r[1] for r in syn]):.4f} tibia "
+                     f"{np.mean([r[3] for r in syn]):.4f} patella {np.mean([r[5] for r in syn]):.4f} (lowest "
+                     f"{min(r[1] for r in syn):.3f} / {min(r[3] for r in syn):.3f} / {min(r[5] for r in syn):.3f}); "
+                     f"FC {np.mean([r[2] for r in syn]):.4f}; ThCcAB |error| mean {err['mean']:.3f} median "
+                     f"{err['median']:.3f} mm, {err['within_0.1mm']}/{err['n']} within 0.1 mm, slope "
+                     f"{fit.get('slope', float('nan')):.2f}.")
+        for r in rows[tag]:
+            if r["case"] == "clair":
+                line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
+        print(line, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams", "clair-spread", "refinement"])
+    ap.add_argument("command", choices=["overlap", "false-cartilage", "peel", "seams", "clair-spread", "refinement",
+                                        "bone-growth"])
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--case", nargs="+", default=None,
@@ -306,9 +365,11 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=Path, nargs="+", default=None,
                     help="clair-spread: training checkpoints (OUT/validated/step_*.pt), in step order")
     ap.add_argument("--settings", nargs="+", default=None,
-                    help="refinement: JSON settings to compare (default: the bundle's, peel only, grow only)")
+                    help="refinement: JSON settings to compare (default: the bundle's, peel only, grow only); "
+                         "bone-growth: likewise (default: the bundle's)")
     ap.add_argument("--seed-set", type=int, default=0,
-                    help="refinement: 0 the evaluation's synthetic cases, N > 0 held-out ones (eval_knee_mr_seg.py)")
+                    help="refinement, bone-growth: 0 the evaluation's synthetic cases, N > 0 held-out ones "
+                         "(eval_knee_mr_seg.py)")
     args = ap.parse_args()
     if args.command == "overlap":
         overlap(args.draws)
@@ -318,6 +379,8 @@ def main() -> None:
         seams(args.bundle, args.case or [])
     elif args.command == "refinement":
         refinement(args.bundle, args.case or [], args.settings or [], args.seed_set)
+    elif args.command == "bone-growth":
+        bone_growth(args.bundle, args.case or [], args.settings or [], args.seed_set)
     elif args.command == "clair-spread":
         clair_spread(args.bundle, args.checkpoints or [])
     else:

@@ -13,6 +13,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from ..core import ModelError
+from ._bone_growth import BoneGrowth
 from ._refine import ArticularRefinement
 
 __all__ = ["DEFAULT_BUNDLE", "Bundle", "load_bundle"]
@@ -43,6 +44,8 @@ class Bundle:
     test_time_mirrors: tuple[tuple[int, ...], ...] = ()
     #: image-driven move of each plate's articular surface after clean-up (None: off)
     articular_refinement: ArticularRefinement | None = None
+    #: image-driven growth of each bone into the marrow the network left unlabelled, after the refinement (None: off)
+    bone_growth: BoneGrowth | None = None
 
     @property
     def version(self) -> str:
@@ -117,12 +120,14 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     labels = {int(k): str(v) for k, v in cfg.get("labels", {}).items()}
     postprocessing = dict(cfg.get("postprocessing", {}))
     refinement = ArticularRefinement.from_config(postprocessing.get("articular_refinement"), path=root)
+    bone_growth = BoneGrowth.from_config(postprocessing.get("bone_growth"), path=root)
     return Bundle(path=root, metadata=metadata, config=parser, network=network, sha256=actual,
                   working_spacing_mm=float(cfg["working_spacing_mm"]),
                   roi_size=tuple(int(r) for r in cfg["roi_size"]), overlap=float(cfg.get("overlap", 0.25)),
                   sw_batch_size=int(cfg.get("sw_batch_size", 1)), num_classes=int(parser.get_parsed_content(
                       "num_classes")), labels=labels, postprocessing=postprocessing,
-                  test_time_mirrors=mirrors, articular_refinement=refinement)
+                  test_time_mirrors=mirrors, articular_refinement=refinement,
+                  bone_growth=bone_growth)
 
 
 def _test_time_mirrors(value: Any, root: Path) -> tuple[tuple[int, ...], ...]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..core import CARTILAGE_ON_BONE, LabelVolume, Modality, ModelError, Structure, Volume
+from ._bone_growth import grow_bones
 from ._bundle import Bundle, load_bundle
 from ._geometry import WorkingGrid
 from ._intensity import normalise_intensity
@@ -129,18 +130,21 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
     shape = volume.spatial_shape
     labels = np.empty(shape, dtype=np.uint8)
     probs = {s: np.empty(shape, dtype=np.float32) for s in STRUCTURES} if probabilities else None
-    refinement = b.articular_refinement
-    # the refinement needs the cartilage probabilities even when the caller does not ask for them
-    cartilage_p = ({int(c): np.empty(shape, dtype=np.float32) for c in CARTILAGE_ON_BONE}
-                   if refinement is not None and probs is None else None)
+    refinement, bone_growth = b.articular_refinement, b.bone_growth
+    # the post-processing needs these probabilities even when the caller does not ask for them
+    wanted = ([int(c) for c in CARTILAGE_ON_BONE] if refinement is not None else []) + (
+        list(bone_growth.bones) if bone_growth is not None else [])
+    kept = {c: np.empty(shape, dtype=np.float32) for c in wanted} if probs is None else None
     for k0, k1, slab in grid.native_slabs(prob):
         labels[:, :, k0:k1] = _channel_argmax(slab).numpy()
         if probs is not None:
             for s in STRUCTURES:
                 probs[s][:, :, k0:k1] = slab[int(s)].numpy()
-        if cartilage_p is not None:
-            for c in cartilage_p:
-                cartilage_p[c][:, :, k0:k1] = slab[c].numpy()
+        if kept is not None:
+            for c in kept:
+                kept[c][:, :, k0:k1] = slab[c].numpy()
+    if kept is None:
+        kept = {c: probs[Structure(c)] for c in wanted}
     t3 = time.perf_counter()
     found = field_of_view_warnings(labels, volume.affine, raw)
     status = str(b.metadata.get("koaimg_status", ""))
@@ -151,10 +155,11 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
         labels = clean_labels(labels, volume.voxel_volume_mm3 / 1000.0)
     t4 = time.perf_counter()
     if refinement is not None and labels.any():
-        if cartilage_p is None:
-            cartilage_p = {int(c): probs[c] for c in CARTILAGE_ON_BONE}
-        labels = refine_articular_surfaces(raw, labels, cartilage_p, volume.spacing, refinement)
-    del cartilage_p
+        labels = refine_articular_surfaces(raw, labels, kept, volume.spacing, refinement)
+    t5 = time.perf_counter()
+    if bone_growth is not None and labels.any():
+        labels = grow_bones(raw, labels, kept, volume.spacing, bone_growth)
+    del kept
     if not labels.any() and not any("empty" in w or "no knee" in w for w in found):
         found.append("the segmentation is empty after clean-up: no structure was found; check the input")
     meta = volume.meta.replace(modality=Modality.SEG)
@@ -162,7 +167,9 @@ def segment_volume(volume: Volume, *, bundle: str | Path | Bundle | None = None,
             "working_spacing_mm": [round(float(s), 4) for s in grid.spacing], "working_shape": list(grid.shape),
             "test_time_mirrors": [list(m) for m in b.test_time_mirrors],
             "articular_refinement": None if refinement is None else asdict(refinement),
+            "bone_growth": None if bone_growth is None else asdict(bone_growth),
             "seconds": {"preprocess": round(t1 - t0, 3), "network": round(t2 - t1, 3),
-                        "to_native": round(t3 - t2, 3), "refinement": round(time.perf_counter() - t4, 3),
+                        "to_native": round(t3 - t2, 3), "refinement": round(t5 - t4, 3),
+                        "bone_growth": round(time.perf_counter() - t5, 3),
                         "total": round(time.perf_counter() - t0, 3)}}
     return SegmentationResult(LabelVolume(labels, volume.affine, meta), probs, found, info)

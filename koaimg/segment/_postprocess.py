@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from ..core import CARTILAGE_ON_BONE, Structure
 
-__all__ = ["clean_labels", "field_of_view_warnings"]
+__all__ = ["clean_labels", "field_of_view_warnings", "fill_bone_holes"]
 
 BONES = tuple(CARTILAGE_ON_BONE.values())
 CARTILAGES = tuple(CARTILAGE_ON_BONE)
@@ -65,7 +65,7 @@ _IN_PLANE = tuple(np.stack([np.zeros((3, 3), bool) if k != 1 else ndimage.genera
                             for k in range(3)], axis=axis) for axis in range(3))
 
 
-def _fill_bone_holes(out: np.ndarray, bone: Structure) -> None:
+def fill_bone_holes(out: np.ndarray, bone: Structure) -> None:
     """Give a bone's enclosed unlabelled pockets back to the bone, in place (background voxels only).
 
     A bone label is solid (cortex and marrow); the network leaves pockets of textured or dark marrow unlabelled
@@ -96,7 +96,7 @@ def clean_labels(labels: np.ndarray, voxel_ml: float) -> np.ndarray:
         if sizes.size > 2:
             keep = _bone_component(comp, sizes, labels == _cartilage_of(bone))
             out[(comp > 0) & (comp != keep)] = 0
-        _fill_bone_holes(out, bone)
+        fill_bone_holes(out, bone)
     min_vox = max(1, round(0.01 / voxel_ml))  # 10 mm^3
     for cart in CARTILAGES:
         comp, sizes = _components(out == cart)
