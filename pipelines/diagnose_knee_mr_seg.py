@@ -21,11 +21,11 @@ no mirror: whether the errors that more overlap removed sat in the seams between
 Dice of each training checkpoint given (its float32 weights in the bundle's network, the bundle's inference settings),
 then their spread: how far neighbouring snapshots of one run differ on the one real labelled image, i.e. how large a
 CLAIR difference between two candidates must be to mean anything. ``refinement``: each synthetic case and CLAIR
-segmented once with the bundle's articular refinement off, then refined with each setting given (JSON objects as in
-``postprocessing.articular_refinement``; default: the bundle's own, peel only, grow only): Dice of the three plates,
-femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case the true
-femoral cartilage the network labelled background (volume, brightness, the network's probability there) and, per
-setting, how many femoral cartilage voxels were peeled and grown and the share of each that truly was cartilage.
+segmented once with the bundle's articular refinement and bone growth off, then refined with each setting given (JSON
+objects as in ``postprocessing.articular_refinement``; default: the bundle's own, peel only, grow only): Dice of the
+three plates, femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case
+the true femoral cartilage the network labelled background (volume, brightness, the network's probability there) and,
+per setting, how many femoral cartilage voxels were peeled and grown and the share of each that truly was cartilage.
 ``bone-growth``: the same, for the bone growth (``postprocessing.bone_growth``; segmented with the bundle's
 refinement and the growth off, default settings: the bundle's own): Dice of the three bones, femoral ThCcAB agreement
 (the femur sets the measurement's regions) and, per case and setting, the bone volume added and the share of it that
@@ -245,6 +245,35 @@ def _share(flags: np.ndarray) -> str:
     return f"{100 * flags.mean():.0f} %" if flags.size else "-"
 
 
+def _settings_variants(shipped, variants: list[str]) -> list[tuple[str, object | None]]:
+    """("none", None) then each JSON variant parsed by the shipped settings' class, tagged by what it changes."""
+    import json
+    from dataclasses import asdict
+
+    settings: list[tuple[str, object | None]] = [("none", None)]
+    for v in variants:
+        chosen = type(shipped).from_config(json.loads(v))
+        changed = {k: x for k, x in asdict(chosen).items() if x != asdict(shipped)[k]}
+        settings.append(("bundle's" if not changed else json.dumps(changed), chosen))
+    return settings
+
+
+def _cases_and_clair(seed_set: int):
+    """The evaluation's synthetic cases of ``seed_set``, then CLAIR: (name, image, truth)."""
+    clair_image, clair_truth = ev.clair_volume()
+    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
+    return itertools.chain(synthetic, [("clair", clair_image, clair_truth)])
+
+
+def _thickness_line(syn: list[dict]) -> str:
+    """Femoral ThCcAB agreement over the synthetic rows ("true" / "pred" in each)."""
+    t = ev.thickness_agreement([r["true"] for r in syn], [r["pred"] for r in syn])
+    err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
+    return (f"ThCcAB |error| mean {err['mean']:.3f} median {err['median']:.3f} mm, {err['within_0.1mm']}/{err['n']} "
+            f"within 0.1 mm, bias {fit.get('bias_mm', float('nan')):+.3f} mm, slope "
+            f"{fit.get('slope', float('nan')):.2f}, r {fit.get('r', float('nan')):.2f}.")
+
+
 def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], seed_set: int = 0) -> None:
     import json
     from dataclasses import asdict, replace
@@ -254,16 +283,10 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], s
     if not variants:
         variants = [json.dumps(asdict(shipped)), json.dumps({**asdict(shipped), "grow": False}),
                     json.dumps({**asdict(shipped), "peel": False})]
-    settings: list[tuple[str, ArticularRefinement | None]] = [("none", None)]
-    for v in variants:
-        chosen = ArticularRefinement.from_config(json.loads(v))
-        changed = {k: x for k, x in asdict(chosen).items() if x != asdict(shipped)[k]}
-        settings.append(("bundle's" if not changed else json.dumps(changed), chosen))
-    plain = replace(bundle, articular_refinement=None)
+    settings = _settings_variants(shipped, variants)
+    plain = replace(bundle, articular_refinement=None, bone_growth=None)  # bones as the network gave them
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
-    clair_image, clair_truth = ev.clair_volume()
-    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
-    for name, image, truth in itertools.chain(synthetic, [("clair", clair_image, clair_truth)]):
+    for name, image, truth in _cases_and_clair(seed_set):
         if cases and name not in cases:
             continue
         res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
@@ -287,14 +310,9 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], s
         syn = [r for r in rows[tag] if r["case"] != "clair"]
         line = f"[{tag}]"
         if syn:
-            t = ev.thickness_agreement([r["true"] for r in syn], [r["pred"] for r in syn])
-            err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
             line += (f" {len(syn)} synthetic: Dice FC {np.mean([r[2] for r in syn]):.4f} TC "
-                     f"{np.mean([r[4] for r in syn]):.4f} PC {np.mean([r[6] for r in syn]):.4f}; ThCcAB |error| mean "
-                     f"{err['mean']:.3f} median {err['median']:.3f} mm, "
-                     f"{err['within_0.1mm']}/{err['n']} within 0.1 mm, "
-                     f"bias {fit.get('bias_mm', float('nan')):+.3f} mm, slope {fit.get('slope', float('nan')):.2f}, "
-                     f"r {fit.get('r', float('nan')):.2f}.")
+                     f"{np.mean([r[4] for r in syn]):.4f} PC {np.mean([r[6] for r in syn]):.4f}; "
+                     f"{_thickness_line(syn)}")
         for r in rows[tag]:
             if r["case"] == "clair":
                 line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
@@ -307,17 +325,11 @@ def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], 
 
     bundle = load_bundle(bundle_dir or ev.REPO / "models" / "knee_mr_seg")
     shipped = bundle.bone_growth or BoneGrowth()
-    settings: list[tuple[str, BoneGrowth | None]] = [("none", None)]
-    for v in variants or [json.dumps(asdict(shipped))]:
-        chosen = BoneGrowth.from_config(json.loads(v))
-        changed = {k: x for k, x in asdict(chosen).items() if x != asdict(shipped)[k]}
-        settings.append(("bundle's" if not changed else json.dumps(changed), chosen))
+    settings = _settings_variants(shipped, variants or [json.dumps(asdict(shipped))])
     plain = replace(bundle, bone_growth=None)
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
-    clair_image, clair_truth = ev.clair_volume()
-    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
     bones = (1, 3, 5)
-    for name, image, truth in itertools.chain(synthetic, [("clair", clair_image, clair_truth)]):
+    for name, image, truth in _cases_and_clair(seed_set):
         if cases and name not in cases:
             continue
         res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
@@ -339,14 +351,10 @@ def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], 
         syn = [r for r in rows[tag] if r["case"] != "clair"]
         line = f"[{tag}]"
         if syn:
-            t = ev.thickness_agreement([r["true"] for r in syn], [r["pred"] for r in syn])
-            err, fit = t["thccab_abs_error_mm"], t.get("thccab_fit", {})
             line += (f" {len(syn)} synthetic: Dice femur {np.mean([r[1] for r in syn]):.4f} tibia "
                      f"{np.mean([r[3] for r in syn]):.4f} patella {np.mean([r[5] for r in syn]):.4f} (lowest "
                      f"{min(r[1] for r in syn):.3f} / {min(r[3] for r in syn):.3f} / {min(r[5] for r in syn):.3f}); "
-                     f"FC {np.mean([r[2] for r in syn]):.4f}; ThCcAB |error| mean {err['mean']:.3f} median "
-                     f"{err['median']:.3f} mm, {err['within_0.1mm']}/{err['n']} within 0.1 mm, slope "
-                     f"{fit.get('slope', float('nan')):.2f}.")
+                     f"FC {np.mean([r[2] for r in syn]):.4f}; {_thickness_line(syn)}")
         for r in rows[tag]:
             if r["case"] == "clair":
                 line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"

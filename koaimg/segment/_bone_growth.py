@@ -14,7 +14,7 @@ Cartilage and other labels never change. Measured effect and limits: the bundle 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from ..core import ModelError, Structure
 from ._postprocess import fill_bone_holes
+from ._settings import step_settings
 
 __all__ = ["BoneGrowth", "grow_bones"]
 
@@ -47,15 +48,9 @@ class BoneGrowth:
     @classmethod
     def from_config(cls, value: Any, path: Path | None = None) -> BoneGrowth | None:
         """``false``/absent -> None (off); ``true`` -> defaults; a dict -> those settings, checked."""
-        if value is None or value is False:
+        kw = step_settings(cls, value, "bone_growth", path)
+        if kw is None:
             return None
-        if value is True:
-            return cls()
-        names = {f.name for f in fields(cls)}
-        if not isinstance(value, dict) or set(value) - names:
-            raise ModelError(f"configs/inference.json postprocessing.bone_growth must be true/false or an object "
-                             f"with keys from {sorted(names)}; got {value!r}", path=path)
-        kw = dict(value)
         try:
             if "bones" in kw:
                 if any(isinstance(b, bool) or int(b) != b for b in kw["bones"]):

@@ -13,7 +13,7 @@ Measured effect and limits: the bundle docs (*Inference*, *Evaluation*).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core import CARTILAGE_ON_BONE, ModelError
+from ._settings import step_settings
 
 __all__ = ["ArticularRefinement", "local_mean_sd", "refine_articular_surfaces"]
 
@@ -65,15 +66,9 @@ class ArticularRefinement:
     @classmethod
     def from_config(cls, value: Any, path: Path | None = None) -> ArticularRefinement | None:
         """``false``/absent -> None (off); ``true`` -> defaults; a dict -> those settings, checked."""
-        if value is None or value is False:
+        kw = step_settings(cls, value, "articular_refinement", path)
+        if kw is None:
             return None
-        if value is True:
-            return cls()
-        names = {f.name for f in fields(cls)}
-        if not isinstance(value, dict) or set(value) - names:
-            raise ModelError(f"configs/inference.json postprocessing.articular_refinement must be true/false or an "
-                             f"object with keys from {sorted(names)}; got {value!r}", path=path)
-        kw = dict(value)
         try:
             for key in ("reference_depth_mm", "marrow_depth_mm"):
                 if kw.get(key) is not None:

@@ -47,6 +47,19 @@ def tiny_bundle(tmp_path: Path) -> Path:
     return build_tiny_bundle(tmp_path / "tiny_bundle")
 
 
+@pytest.fixture
+def set_postprocessing(tiny_bundle: Path):
+    """A function writing one key of ``tiny_bundle``'s ``postprocessing`` block (configs/inference.json)."""
+
+    def write(key: str, value) -> None:
+        path = tiny_bundle / "configs" / "inference.json"
+        cfg = json.loads(path.read_text())
+        cfg["postprocessing"][key] = value
+        path.write_text(json.dumps(cfg))
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def small_phantom():
     """A procedural knee on a coarse sagittal grid (~1.9 x 1.9 x 4.5 mm, 48 x 43 x 17 voxels): fast to segment."""

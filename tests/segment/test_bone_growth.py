@@ -4,7 +4,6 @@ settings are refused."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -98,26 +97,20 @@ def test_settings_from_the_config() -> None:
 @pytest.mark.parametrize("bad", [{"min": 0.2}, {"min_p": 1.5}, {"min_p": True}, {"marrow_mad": 0},
                                  {"reach_mm": -1}, {"marrow_depth_mm": "deep"}, {"bones": [2]}, {"bones": [1.5]},
                                  {"bones": [True]}, {"bones": 1}, [1]])
-def test_malformed_bone_growth_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
-    path = tiny_bundle / "configs" / "inference.json"
-    cfg = json.loads(path.read_text())
-    cfg["postprocessing"]["bone_growth"] = bad
-    path.write_text(json.dumps(cfg))
+def test_malformed_bone_growth_settings_are_a_clear_error(tiny_bundle: Path, set_postprocessing, bad) -> None:
+    set_postprocessing("bone_growth", bad)
     with pytest.raises(ModelError, match="bone_growth") as err:
         load_bundle(tiny_bundle)
     assert str(tiny_bundle) in str(err.value)
 
 
-def test_segment_volume_records_the_growth_and_it_only_adds_bone(tiny_bundle: Path, small_phantom) -> None:
-    path = tiny_bundle / "configs" / "inference.json"
-    cfg = json.loads(path.read_text())
-    cfg["postprocessing"]["bone_growth"] = {"min_p": 0.0, "marrow_mad": 100.0}  # grows wherever it can reach
-    path.write_text(json.dumps(cfg))
+def test_segment_volume_records_the_growth_and_it_only_adds_bone(tiny_bundle: Path, set_postprocessing,
+                                                                  small_phantom) -> None:
+    set_postprocessing("bone_growth", {"min_p": 0.0, "marrow_mad": 100.0})  # grows wherever it can reach
     on = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
     assert on.info["bone_growth"] == asdict(load_bundle(tiny_bundle).bone_growth)
     assert on.info["seconds"]["bone_growth"] >= 0
-    cfg["postprocessing"]["bone_growth"] = False
-    path.write_text(json.dumps(cfg))
+    set_postprocessing("bone_growth", False)
     off = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
     assert off.info["bone_growth"] is None
     changed = on.labels.array != off.labels.array

@@ -4,7 +4,6 @@ contrast, never moves a bone, and refuses malformed settings."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -140,24 +139,19 @@ def test_settings_from_the_config() -> None:
                                  {"peel_darker": 1}, {"reference_depth_mm": 5}, [4],
                                  {"marrow_depth_mm": [5, 1]}, {"marrow_depth_mm": 3}, {"grow_plate_mad": 0},
                                  {"grow_plate_mad": "wide"}, {"grow_plate_mad": True}])
-def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, bad) -> None:
-    path = tiny_bundle / "configs" / "inference.json"
-    cfg = json.loads(path.read_text())
-    cfg["postprocessing"]["articular_refinement"] = bad
-    path.write_text(json.dumps(cfg))
+def test_malformed_refinement_settings_are_a_clear_error(tiny_bundle: Path, set_postprocessing, bad) -> None:
+    set_postprocessing("articular_refinement", bad)
     with pytest.raises(ModelError, match="articular_refinement") as err:
         load_bundle(tiny_bundle)
     assert str(tiny_bundle) in str(err.value)
 
 
-def test_segment_volume_records_the_refinement_and_it_can_be_switched_off(tiny_bundle: Path, small_phantom) -> None:
+def test_segment_volume_records_the_refinement_and_it_can_be_switched_off(tiny_bundle: Path, set_postprocessing,
+                                                                          small_phantom) -> None:
     on = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
     assert on.info["articular_refinement"] == asdict(load_bundle(tiny_bundle).articular_refinement)
     assert on.info["seconds"]["refinement"] >= 0
-    path = tiny_bundle / "configs" / "inference.json"
-    cfg = json.loads(path.read_text())
-    cfg["postprocessing"]["articular_refinement"] = False
-    path.write_text(json.dumps(cfg))
+    set_postprocessing("articular_refinement", False)
     off = segment_volume(small_phantom.image, bundle=tiny_bundle, device="cpu")
     assert off.info["articular_refinement"] is None
     # the refinement only moves cartilage against background: bones are the same either way
