@@ -26,10 +26,11 @@ objects as in ``postprocessing.articular_refinement``; default: the bundle's own
 three plates, femoral ThCcAB agreement and CLAIR Dice per setting, side by side on the same network output, and per case
 the true femoral cartilage the network labelled background (volume, brightness, the network's probability there) and,
 per setting, how many femoral cartilage voxels were peeled and grown and the share of each that truly was cartilage.
-``bone-growth``: the same, for the bone growth (``postprocessing.bone_growth``; segmented with the bundle's
-refinement and the growth off, default settings: the bundle's own): Dice of the three bones, femoral ThCcAB agreement
-(the femur sets the measurement's regions) and, per case and setting, the bone volume added and the share of it that
-truly was that bone. Both take ``--seed-set N`` (N > 0: held-out synthetic cases, as ``eval_knee_mr_seg.py``).
+``bone-growth``: the same, for the bone growth (``postprocessing.bone_growth``; segmented with the bundle's refinement
+and the growth off, default settings: the bundle's own): Dice of the three bones, femoral ThCcAB agreement (the femur
+sets the measurement's regions) and, per case and setting, the bone volume added and the share of it that truly was that
+bone (on the phantoms also how much tibial growth went into their fibula and menisci, background here). Both take
+``--seed-set N`` (N > 0: held-out synthetic cases, as ``eval_knee_mr_seg.py``).
 Figures quoted in the bundle docs come from here.
 """
 
@@ -259,10 +260,12 @@ def _settings_variants(shipped, variants: list[str]) -> list[tuple[str, object |
 
 
 def _cases_and_clair(seed_set: int):
-    """The evaluation's synthetic cases of ``seed_set``, then CLAIR: (name, image, truth)."""
+    """The evaluation's synthetic cases of ``seed_set``, then CLAIR: (name, image, truth, full phantom label map with
+    fibula and menisci, or None where there is none)."""
     clair_image, clair_truth = ev.clair_volume()
-    synthetic = itertools.chain(ev.phantom_cases(False, seed_set), ev.woo_cases(False, seed_set))
-    return itertools.chain(synthetic, [("clair", clair_image, clair_truth)])
+    synthetic = itertools.chain(ev.phantom_cases(False, seed_set, context=True),
+                                ((*case, None) for case in ev.woo_cases(False, seed_set)))
+    return itertools.chain(synthetic, [("clair", clair_image, clair_truth, None)])
 
 
 def _thickness_line(syn: list[dict]) -> str:
@@ -286,7 +289,7 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], s
     settings = _settings_variants(shipped, variants)
     plain = replace(bundle, articular_refinement=None, bone_growth=None)  # bones as the network gave them
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
-    for name, image, truth in _cases_and_clair(seed_set):
+    for name, image, truth, _ in _cases_and_clair(seed_set):
         if cases and name not in cases:
             continue
         res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
@@ -329,7 +332,7 @@ def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], 
     plain = replace(bundle, bone_growth=None)
     rows: dict[str, list[dict]] = {tag: [] for tag, _ in settings}
     bones = (1, 3, 5)
-    for name, image, truth in _cases_and_clair(seed_set):
+    for name, image, truth, context in _cases_and_clair(seed_set):
         if cases and name not in cases:
             continue
         res = segment_volume(image, bundle=plain, device="cpu", probabilities=True)
@@ -345,6 +348,10 @@ def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], 
             added = labels != res.labels.array
             moved = "".join(f"; {Structure(b).name.lower()} +{(added & (labels == b)).sum() * ml:.2f} mL "
                             f"({_share(truth.array[added & (labels == b)] == b)} true)" for b in bones) if s else ""
+            if s and context is not None:  # what the wrong part took: the phantom's fibula and menisci
+                took = added & (labels == int(Structure.TIBIA))
+                moved += (f"; tibia growth into fibula {(took & (context == Structure.FIBULA)).sum() * ml:.2f} mL, "
+                          f"menisci {(took & (context == Structure.MENISCUS)).sum() * ml:.2f} mL")
             print(f"{name} [{tag}]: femur {row[1]:.3f} tibia {row[3]:.3f} patella {row[5]:.3f} ThCcAB error "
                   f"{row['pred'] - true_mm:+.3f} mm{moved}", flush=True)
     for tag, _ in settings:

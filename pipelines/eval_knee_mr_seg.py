@@ -70,8 +70,11 @@ def woo_cases(quick: bool, seed_set: int = 0):
             yield f"woo{fi}_{name}{_set_suffix(seed_set)}", image, truth
 
 
-def phantom_cases(quick: bool, seed_set: int = 0):
-    """Fresh procedural knees in PHANTOM_VARIANTS acquisitions; ``seed_set`` > 0: other knees (anatomy and noise)."""
+def phantom_cases(quick: bool, seed_set: int = 0, context: bool = False):
+    """Fresh procedural knees in PHANTOM_VARIANTS acquisitions; ``seed_set`` > 0: other knees (anatomy and noise).
+
+    ``context``: each case also carries the phantom's full label map (fibula 7 and menisci 8 kept), for studies of
+    what a wrong label took; the evaluation's truth keeps 0-6 only."""
     n = 2 if quick else 12
     for i in range(n):
         acq_name, contrast = PHANTOM_VARIANTS[i % len(PHANTOM_VARIANTS)]
@@ -81,8 +84,9 @@ def phantom_cases(quick: bool, seed_set: int = 0):
         side = KneeSide.LEFT if i % 2 else KneeSide.RIGHT
         ph = make_knee_phantom(KneeAnatomy.random(rng), acq, seed=9000 + 1000 * seed_set + i, side=side)
         truth = np.where(ph.labels.array <= 6, ph.labels.array, 0).astype(np.uint8)
-        yield (f"phantom{i}_{acq_name}_{contrast}_{side.value}{_set_suffix(seed_set)}", ph.image,
-               ph.labels.with_array(truth))
+        case = (f"phantom{i}_{acq_name}_{contrast}_{side.value}{_set_suffix(seed_set)}", ph.image,
+                ph.labels.with_array(truth))
+        yield (*case, ph.labels.array) if context else case
 
 
 def _set_suffix(seed_set: int) -> str:
