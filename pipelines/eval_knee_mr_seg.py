@@ -294,11 +294,12 @@ SLICE_CLASSES = ((0.8, "slices <= 0.8 mm"), (1.5, "slices 1-1.5 mm"), (np.inf, "
 
 
 def case_groups(record: dict) -> tuple[str, str]:
-    """(contrast, slice class) of a synthetic case: the contrast is a token of the case name (both generators put it
-    there), the slice class its coarsest voxel edge. Why: the targets come from published 3D DESS figures (0.7 mm
-    slices), and the mixed set's mean hides how far thick-slice and T1 cases sit from them."""
-    tokens = record["case"].split("_")
-    contrast = next((c for c in CONTRASTS if c in tokens), "other")
+    """(contrast, slice class) of a synthetic case: the contrast is the last contrast token of the case name (both
+    generators put it there; a phantom's name carries its acquisition first, ``phantom4_dess_pdfs_right`` is PD-FS on
+    a DESS grid), the slice class its coarsest voxel edge. Why: the targets come from published 3D DESS figures
+    (0.7 mm slices), and the mixed set's mean hides how far thick-slice and T1 cases sit from them."""
+    tokens = [t for t in record["case"].split("_") if t in CONTRASTS]
+    contrast = tokens[-1] if tokens else "other"
     thickest = max(record["spacing_mm"])
     return contrast, next(name for limit, name in SLICE_CLASSES if thickest <= limit + 1e-6)
 

@@ -39,6 +39,9 @@ def test_case_groups_read_contrast_and_slice_class(ev):
         "pdfs", "slices 2-3 mm")
     assert ev.case_groups(_record(ev, "phantom9_sample_dess_left", [0.65, 0.65, 1.5], 0, 0, 0)) == (
         "dess", "slices 1-1.5 mm")
+    # a phantom names its acquisition before its contrast: PD-FS contrast on a DESS grid is PD-FS
+    assert ev.case_groups(_record(ev, "phantom4_dess_pdfs_right", [0.365, 0.365, 0.7], 0, 0, 0)) == (
+        "pdfs", "slices <= 0.8 mm")
 
 
 def test_by_group_means_and_thickness_counts(ev):
