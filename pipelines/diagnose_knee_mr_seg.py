@@ -292,6 +292,20 @@ def _group_lines(syn: list[dict]) -> list[str]:
     return lines
 
 
+def _print_summaries(rows: dict[str, list[dict]], synthetic_means) -> None:
+    """One summary per setting: ``synthetic_means(rows)`` (the study's own Dice figures), the thickness agreement and
+    CLAIR on one line, then the grouped means."""
+    for tag, tagged in rows.items():
+        syn = [r for r in tagged if r["case"] != "clair"]
+        line = f"[{tag}]"
+        if syn:
+            line += f" {len(syn)} synthetic: {synthetic_means(syn)}; {_thickness_line(syn)}"
+        for r in tagged:
+            if r["case"] == "clair":
+                line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
+        print("\n".join([line, *_group_lines(syn)]), flush=True)
+
+
 def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], seed_set: int = 0) -> None:
     import json
     from dataclasses import asdict, replace
@@ -325,17 +339,8 @@ def refinement(bundle_dir: Path | None, cases: list[str], variants: list[str], s
                      f"({_share(truth.array[added] == FC)} true)" if s else "")
             print(f"{name} [{tag}]: FC {row[2]:.3f} TC {row[4]:.3f} PC {row[6]:.3f} ThCcAB error "
                   f"{row['pred'] - true_mm:+.3f} mm{moved}", flush=True)
-    for tag, _ in settings:
-        syn = [r for r in rows[tag] if r["case"] != "clair"]
-        line = f"[{tag}]"
-        if syn:
-            line += (f" {len(syn)} synthetic: Dice FC {np.mean([r[2] for r in syn]):.4f} TC "
-                     f"{np.mean([r[4] for r in syn]):.4f} PC {np.mean([r[6] for r in syn]):.4f}; "
-                     f"{_thickness_line(syn)}")
-        for r in rows[tag]:
-            if r["case"] == "clair":
-                line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
-        print("\n".join([line, *_group_lines(syn)]), flush=True)
+    _print_summaries(rows, lambda syn: (f"Dice FC {np.mean([r[2] for r in syn]):.4f} TC "
+                                        f"{np.mean([r[4] for r in syn]):.4f} PC {np.mean([r[6] for r in syn]):.4f}"))
 
 
 def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], seed_set: int = 0) -> None:
@@ -371,18 +376,10 @@ def bone_growth(bundle_dir: Path | None, cases: list[str], variants: list[str], 
                           f"menisci {(took & (context == Structure.MENISCUS)).sum() * ml:.2f} mL")
             print(f"{name} [{tag}]: femur {row[1]:.3f} tibia {row[3]:.3f} patella {row[5]:.3f} ThCcAB error "
                   f"{row['pred'] - true_mm:+.3f} mm{moved}", flush=True)
-    for tag, _ in settings:
-        syn = [r for r in rows[tag] if r["case"] != "clair"]
-        line = f"[{tag}]"
-        if syn:
-            line += (f" {len(syn)} synthetic: Dice femur {np.mean([r[1] for r in syn]):.4f} tibia "
-                     f"{np.mean([r[3] for r in syn]):.4f} patella {np.mean([r[5] for r in syn]):.4f} (lowest "
-                     f"{min(r[1] for r in syn):.3f} / {min(r[3] for r in syn):.3f} / {min(r[5] for r in syn):.3f}); "
-                     f"FC {np.mean([r[2] for r in syn]):.4f}; {_thickness_line(syn)}")
-        for r in rows[tag]:
-            if r["case"] == "clair":
-                line += f" CLAIR femur {r[1]:.3f} FC {r[2]:.3f} tibia {r[3]:.3f} TC {r[4]:.3f}"
-        print("\n".join([line, *_group_lines(syn)]), flush=True)
+    _print_summaries(rows, lambda syn: (
+        f"Dice femur {np.mean([r[1] for r in syn]):.4f} tibia {np.mean([r[3] for r in syn]):.4f} patella "
+        f"{np.mean([r[5] for r in syn]):.4f} (lowest {min(r[1] for r in syn):.3f} / {min(r[3] for r in syn):.3f} / "
+        f"{min(r[5] for r in syn):.3f}); FC {np.mean([r[2] for r in syn]):.4f}"))
 
 
 def main() -> None:

@@ -290,7 +290,7 @@ def summarise(records: list[dict]) -> dict:
 
 
 CONTRASTS = ("dess", "pdfs", "t1", "random")
-SLICE_CLASSES = ((0.8, "slices <= 0.8 mm"), (1.5, "slices 1-1.5 mm"), (np.inf, "slices 2-3 mm"))
+SLICE_CLASSES = ((0.8, "slices <= 0.8 mm"), (1.5, "slices 0.8-1.5 mm"), (np.inf, "slices > 1.5 mm"))
 
 
 def case_groups(record: dict) -> tuple[str, str]:

@@ -34,11 +34,11 @@ def test_case_groups_read_contrast_and_slice_class(ev):
     assert ev.case_groups(_record(ev, "woo0_dess_sag_0.37x0.7", [0.7, 0.365, 0.365], 0, 0, 0)) == (
         "dess", "slices <= 0.8 mm")
     assert ev.case_groups(_record(ev, "phantom5_tse_t1_left", [0.357, 0.511, 3.0], 0, 0, 0)) == (
-        "t1", "slices 2-3 mm")
+        "t1", "slices > 1.5 mm")
     assert ev.case_groups(_record(ev, "woo1_pdfs_sag_0.45x2.0_left_set1", [2.0, 0.45, 0.45], 0, 0, 0)) == (
-        "pdfs", "slices 2-3 mm")
+        "pdfs", "slices > 1.5 mm")
     assert ev.case_groups(_record(ev, "phantom9_sample_dess_left", [0.65, 0.65, 1.5], 0, 0, 0)) == (
-        "dess", "slices 1-1.5 mm")
+        "dess", "slices 0.8-1.5 mm")
     # a phantom names its acquisition before its contrast: PD-FS contrast on a DESS grid is PD-FS
     assert ev.case_groups(_record(ev, "phantom4_dess_pdfs_right", [0.365, 0.365, 0.7], 0, 0, 0)) == (
         "pdfs", "slices <= 0.8 mm")
@@ -49,7 +49,7 @@ def test_by_group_means_and_thickness_counts(ev):
                _record(ev, "woo0_dess_sag_0.37x0.7", [0.7, 0.365, 0.365], 0.66, 1.80, 2.27),
                _record(ev, "phantom1_flash_t1_left", [0.312, 0.312, 1.5], 0.75, 2.09, 2.50)]
     groups = ev.by_group(records)
-    assert list(groups) == ["dess", "t1", "slices <= 0.8 mm", "slices 1-1.5 mm"]
+    assert list(groups) == ["dess", "t1", "slices <= 0.8 mm", "slices 0.8-1.5 mm"]
     assert groups["dess"]["n"] == 2
     assert groups["dess"]["dice"]["femoral_cartilage"] == pytest.approx(np.mean([0.92, 0.66]), abs=1e-4)
     assert groups["dess"]["thccab_abs_error_mm"]["within_0.1mm"] == 1
